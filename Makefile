@@ -1,0 +1,60 @@
+# Segmentor: `make run` (embedded: SQLite + file-system broker) and `make test` (PostgreSQL + Redis).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PG_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+TEST_DATABASE_URL ?= postgres://segmentor@127.0.0.1:5432/segmentor
+
+.PHONY: run test lint typecheck pytest e2e db bench clean help
+
+help:
+	@echo "make run    start web + worker + beat with demo data (SQLite, file broker)"
+	@echo "make test   lint, type-check and run the test suite (PostgreSQL, Redis)"
+	@echo "make bench  run the benchmarks and print figures for bench/RESULTS.md"
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	mkdir -p var
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --noinput
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py setup_periodic_tasks
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py seed_demo
+	DEBUG=$${DEBUG:-1} $(BIN)/honcho start -f Procfile
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy .
+
+# An ordinary role (no superuser, no BYPASSRLS) that owns the app's database, so
+# row-level security applies to the app and to the tests.
+db:
+	@psql "$(PG_ADMIN_URL)" -v ON_ERROR_STOP=1 -qtAc \
+	  "DO \$$\$$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'segmentor') THEN \
+	     CREATE ROLE segmentor LOGIN CREATEDB NOSUPERUSER NOBYPASSRLS; END IF; END \$$\$$;"
+	@psql "$(PG_ADMIN_URL)" -qtAc "SELECT 1 FROM pg_database WHERE datname = 'segmentor'" | grep -q 1 || \
+	  psql "$(PG_ADMIN_URL)" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE segmentor OWNER segmentor"
+
+pytest: $(STAMP) db
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+e2e: $(STAMP) db
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
+
+bench: $(STAMP) db
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) var db.sqlite3*

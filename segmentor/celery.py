@@ -1,0 +1,43 @@
+"""The Celery app, and the decorator for tasks that act inside one tenant."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "segmentor.settings")
+
+app = Celery("segmentor")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+# The embedded default's file-system broker needs its folders before the first message.
+for folder in (app.conf.broker_transport_options or {}).values():
+    if isinstance(folder, str):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def tenant_task(*task_args: Any, **task_options: Any) -> Callable[[Callable[..., R]], Any]:
+    """Declare a task whose first argument is ``tenant_id`` and run its body as that tenant.
+
+    Tasks take ids and JSON values only and look everything up again.
+    """
+    from tenants.context import tenant_context
+
+    def decorator(func: Callable[..., R]) -> Any:
+        @functools.wraps(func)
+        def run_as_tenant(tenant_id: int, *args: Any, **kwargs: Any) -> R:
+            with tenant_context(tenant_id):
+                return func(tenant_id, *args, **kwargs)
+
+        return app.task(*task_args, **task_options)(run_as_tenant)
+
+    return decorator

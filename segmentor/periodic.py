@@ -1,0 +1,21 @@
+"""Periodic tasks, declared in code and installed by ``manage.py setup_periodic_tasks``.
+
+Later apps add their ticks (journeys, segment refresh, retention) here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PeriodicTaskSpec:
+    name: str
+    task: str
+    # crontab fields: minute hour day_of_month month_of_year day_of_week
+    crontab: str
+
+
+PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
+    PeriodicTaskSpec(name="Expire stale invitations", task="tenants.tasks.expire_invitations", crontab="17 3 * * *"),
+)

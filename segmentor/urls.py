@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+
+from segmentor import views as project_views
+from tenants import views as tenant_views
+
+# Every tenant-scoped page lives under /t/<tenant_slug>/; the TenantMiddleware
+# checks membership for any URL with that keyword.
+tenant_patterns = [
+    path("", include("tenants.urls")),
+    path("contacts/", include("contacts.urls")),
+    path("segments/", include("segments.urls")),
+    path("campaigns/", include("campaigns.urls")),
+    path("journeys/", include("journeys.urls")),
+    path("analytics/", include("analytics.urls")),
+]
+
+api_v1_patterns = [
+    path("", include("tenants.api.urls")),
+]
+
+urlpatterns = [
+    path("", tenant_views.home, name="home"),
+    path("healthz", project_views.healthz, name="healthz"),
+    path("workspaces/new/", tenant_views.TenantCreateView.as_view(), name="tenant_create"),
+    path("invitations/<str:token>/", tenant_views.InvitationAcceptView.as_view(), name="invitation_accept"),
+    path("t/<slug:tenant_slug>/", include(tenant_patterns)),
+    path("api/v1/", include((api_v1_patterns, "api"), namespace="api")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+]
+
+handler404 = "segmentor.views.not_found"
+handler500 = "segmentor.views.server_error"

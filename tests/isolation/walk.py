@@ -1,0 +1,86 @@
+"""Walk every URL pattern and check tenant isolation for each one.
+
+A route is either tenant-scoped UI (``/t/<tenant_slug>/…``), the tenant API
+(``/api/v1/…``) or explicitly public (``PUBLIC_ROUTES`` with a reason). A new
+route that fits none of these, or that names an object kwarg the walk cannot
+fill, fails the walk: nobody can add an unguarded page by accident.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+VERBS = ("get", "post", "put", "patch", "delete")
+
+# Routes with no tenant in them, each with why it is safe.
+PUBLIC_ROUTES: dict[str, str] = {
+    "": "home: redirects to the user's own workspaces",
+    "healthz": "health check: no tenant data",
+    "workspaces/new/": "creates a new tenant owned by the signed-in user",
+    "invitations/<str:token>/": "the signed token names tenant and invitation; unforgeable",
+    "api/schema/": "OpenAPI schema: no tenant data",
+    "api/docs/": "Swagger UI: no tenant data",
+}
+PUBLIC_PREFIXES: dict[str, str] = {
+    "accounts/": "allauth: the signed-in user's own account",
+    "admin/": "platform staff only (is_staff), uses all_tenants on purpose",
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    template: str  # e.g. "t/<slug:tenant_slug>/settings/members/<int:member_id>/role/"
+    name: str | None  # namespaced, e.g. "tenants:member_role"
+    kwargs: tuple[str, ...]
+    callback: Callable[..., Any]
+
+    @property
+    def kind(self) -> str:
+        if self.template.startswith("t/<slug:tenant_slug>/"):
+            return "tenant"
+        if self.template.startswith("api/v1/"):
+            return "api"
+        if self.template in PUBLIC_ROUTES or self.template.startswith(tuple(PUBLIC_PREFIXES)):
+            return "public"
+        return "unclassified"
+
+    def allowed_methods(self) -> set[str]:
+        view_class = getattr(self.callback, "view_class", None) or getattr(self.callback, "cls", None)
+        actions = getattr(self.callback, "actions", None)
+        if actions:  # a DRF viewset route: {"get": "list", ...}
+            return set(actions) & set(VERBS)
+        if view_class is not None:
+            return {m for m in VERBS if hasattr(view_class, m) and m in view_class.http_method_names}
+        return set(VERBS)
+
+
+KWARG_RE = re.compile(r"<(?:(?P<converter>[^>:]+):)?(?P<name>\w+)>|\(\?P<(?P<rname>\w+)>")
+
+
+def iter_routes(patterns: list[Any] | None = None, prefix: str = "", namespace: str = "") -> Iterator[Route]:
+    if patterns is None:
+        patterns = get_resolver().url_patterns
+    for entry in patterns:
+        piece = str(entry.pattern)
+        if isinstance(entry, URLResolver):
+            ns = entry.namespace
+            child_ns = f"{namespace}:{ns}" if namespace and ns else (ns or namespace)
+            yield from iter_routes(entry.url_patterns, prefix + piece, child_ns)
+        elif isinstance(entry, URLPattern):
+            template = (prefix + piece).replace("^", "").replace("$", "")
+            kwargs = tuple(m.group("name") or m.group("rname") for m in KWARG_RE.finditer(template))
+            name = f"{namespace}:{entry.name}" if namespace and entry.name else entry.name
+            yield Route(template, name, kwargs, entry.callback)
+
+
+def url_for(route: Route, values: dict[str, Any]) -> str:
+    missing = [k for k in route.kwargs if k not in values]
+    if missing:
+        raise LookupError(f"{route.template}: the isolation walk has no value for {missing}; add them to the world")
+    assert route.name, f"{route.template} has no name; name every route so the walk can build it"
+    return reverse(route.name, kwargs={k: values[k] for k in route.kwargs})
