@@ -24,3 +24,6 @@ ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
 # Serve static files straight from the source folders (no collectstatic in tests).
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
+# Each pytest-xdist process gets its own queue, so a worker started by one test
+# process never picks up another's tasks.
+CELERY_TASK_DEFAULT_QUEUE = f"segmentor-test-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"

@@ -70,7 +70,11 @@ def tenant_update(*, tenant: Tenant, acting: Membership, data: dict[str, Any]) -
         if field not in TENANT_SETTINGS_FIELDS:
             raise ValidationError({field: "This setting cannot be changed."})
         setattr(tenant, field, value)
-    tenant.full_clean()
+    try:
+        tenant.full_clean()
+    except ValidationError:
+        tenant.refresh_from_db()  # leave the caller's instance as it was
+        raise
     tenant.save()
     return tenant
 

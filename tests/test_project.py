@@ -1,0 +1,63 @@
+"""Project-wide behaviour: health, security headers and the Content-Security-Policy."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from tests.conftest import World
+from tests.isolation.test_walk import object_ids
+from tests.isolation.walk import iter_routes, url_for
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz_reports_database_and_broker(db):
+    response = Client().get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+
+
+def test_healthz_answers_503_when_the_broker_is_down(db, settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    response = Client().get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["broker"].startswith("error") and response.json()["database"] == "ok"
+
+
+def assert_secure_headers(response) -> None:
+    csp = response["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "unsafe-inline" not in csp.split("script-src")[1].split(";")[0]
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
+
+
+def test_every_tenant_page_sends_a_strict_csp_and_security_headers(world: World, alice_client: Client):
+    ids = object_ids(world, "a")
+    pages = [r for r in iter_routes() if r.kind == "tenant" and "get" in r.allowed_methods()]
+    assert pages
+    for route in pages:
+        response = alice_client.get(url_for(route, ids))
+        assert response.status_code == 200, route.template
+        assert_secure_headers(response)
+
+
+@pytest.mark.parametrize(
+    "path", ["/accounts/login/", "/accounts/signup/", "/accounts/password/reset/", "/api/docs/", "/nope/"]
+)
+def test_public_pages_send_the_same_headers(db, path: str):
+    assert_secure_headers(Client().get(path))
+
+
+def test_pages_have_no_inline_script(world: World, alice_client: Client):
+    body = alice_client.get(f"/t/{world.tenant_a.slug}/").content.decode()
+    assert "<script>" not in body and "onclick=" not in body
+
+
+def test_forms_carry_csrf_tokens(world: World):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(world.alice)
+    assert client.post(f"/t/{world.tenant_a.slug}/settings/", {"name": "x"}).status_code == 403
+    assert "csrfmiddlewaretoken" in client.get(f"/t/{world.tenant_a.slug}/settings/").content.decode()
