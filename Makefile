@@ -46,7 +46,7 @@ db:
 	  psql "$(PG_ADMIN_URL)" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE segmentor OWNER segmentor"
 
 pytest: $(STAMP) db
-	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest -n 2 --dist loadfile --create-db $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

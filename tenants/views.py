@@ -194,9 +194,19 @@ class InvitationRevokeView(TenantView):
 class ApiKeysView(TenantView):
     read_permission = Permission.MANAGE_TENANT
     write_permission = Permission.MANAGE_TENANT
+    # The new secret waits in the session for exactly one page view (post/redirect/get),
+    # so a reload neither creates a second key nor shows the secret again.
+    NEW_KEY_SESSION = "new_api_key"
 
     def get(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
-        return self._render(ApiKeyForm())
+        new_key, secret = None, ""
+        pending = request.session.pop(self.NEW_KEY_SESSION, None)
+        if pending and pending.get("tenant_id") == self.tenant.pk:
+            new_key = selectors.api_keys_of(self.tenant).filter(pk=pending["api_key_id"]).first()
+            secret = pending["secret"] if new_key else ""
+        response = self._render(ApiKeyForm(), new_key=new_key, secret=secret)
+        response["Cache-Control"] = "no-store"
+        return response
 
     def post(self, request: HttpRequest, tenant_slug: str) -> HttpResponse:
         form = ApiKeyForm(request.POST)
@@ -211,8 +221,12 @@ class ApiKeysView(TenantView):
             except ValidationError as error:
                 _add_errors(form, error)
             else:
-                # Shown once, in this response only; never stored or logged.
-                return self._render(ApiKeyForm(), new_key=api_key, secret=secret, status=201)
+                request.session[self.NEW_KEY_SESSION] = {
+                    "tenant_id": self.tenant.pk,
+                    "api_key_id": api_key.pk,
+                    "secret": secret,
+                }
+                return redirect("tenants:api_keys", tenant_slug=self.tenant.slug)
         return self._render(form, status=400)
 
     def _render(

@@ -129,11 +129,15 @@ def test_accepting_an_invitation(world: World):
 
 def test_api_key_secret_is_shown_once(world: World, alice_client: Client):
     response = alice_client.post(url("api_keys", world), {"name": "Warehouse", "scope": ApiKey.Scope.WRITE})
-    assert response.status_code == 201
-    secret = response.context["secret"]
-    assert secret.startswith("sgm_") and secret in response.content.decode()
+    assert response["Location"] == url("api_keys", world)  # post/redirect/get: a reload makes no second key
+    shown = alice_client.get(url("api_keys", world))
+    secret = shown.context["secret"]
+    assert secret.startswith("sgm_") and secret in shown.content.decode()
+    assert shown["Cache-Control"] == "no-store"
     listing = alice_client.get(url("api_keys", world)).content.decode()
     assert "Warehouse" in listing and secret not in listing
+    with tenant_context(world.tenant_a.id):
+        assert ApiKey.objects.filter(name="Warehouse").count() == 1
     bad = alice_client.post(url("api_keys", world), {"name": "", "scope": "root"})
     assert bad.status_code == 400 and set(bad.context["form"].errors) == {"name", "scope"}
 
