@@ -67,6 +67,20 @@ def tenant_context(tenant_id: int) -> Iterator[None]:
 
 
 @contextmanager
+def fresh_scope() -> Iterator[None]:
+    """Start a block (a request, a task) with no tenant, and restore the outer scope after it.
+
+    Whatever the block activates dies with it. (Not ``copy_context().run``: that would
+    also throw away other context-local state, such as Django's cache connections.)
+    """
+    token = _scope.set(NO_TENANT)
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+
+
+@contextmanager
 def platform_access() -> Iterator[None]:
     """Let a block read and write every tenant's rows past row-level security.
 

@@ -6,7 +6,7 @@ from typing import Any
 from django import forms
 from django.http import HttpRequest
 
-from tenants.models import ApiKey, Tenant, User
+from tenants.models import TENANT_SETTINGS_FIELDS, ApiKey, Tenant, User
 from tenants.roles import Role
 from tenants.services import tenant_create
 
@@ -33,17 +33,7 @@ class TenantSettingsForm(forms.ModelForm[Tenant]):
 
     class Meta:
         model = Tenant
-        fields = (
-            "name",
-            "time_zone",
-            "default_sender_name",
-            "default_sender_email",
-            "postal_address",
-            "quiet_hours_start",
-            "quiet_hours_end",
-            "frequency_cap_messages",
-            "frequency_cap_days",
-        )
+        fields = TENANT_SETTINGS_FIELDS
         widgets = {
             "quiet_hours_start": forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
             "quiet_hours_end": forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),

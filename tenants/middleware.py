@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 
-from tenants.context import activate_tenant, platform_access
+from tenants.context import activate_tenant, fresh_scope, platform_access
 from tenants.models import Tenant
 from tenants.selectors import membership_for
 
@@ -18,7 +17,7 @@ class TenantMiddleware:
     """Resolve ``/t/<tenant_slug>/`` to the current tenant, for members only.
 
     A non-member gets the same 404 as for a tenant that does not exist. Every
-    request runs in a copy of the context, so no tenant outlives its request.
+    request starts with no tenant, and none outlives it.
     Staff in the Django admin get platform access (the admin's platform view).
     """
 
@@ -28,13 +27,11 @@ class TenantMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request.tenant = None  # type: ignore[attr-defined]
         request.membership = None  # type: ignore[attr-defined]
-        return contextvars.copy_context().run(self._handle, request)
-
-    def _handle(self, request: HttpRequest) -> HttpResponse:
-        if request.path.startswith("/admin/") and request.user.is_authenticated and request.user.is_staff:
-            with platform_access():
-                return self.get_response(request)
-        return self.get_response(request)
+        with fresh_scope():
+            if request.path.startswith("/admin/") and request.user.is_authenticated and request.user.is_staff:
+                with platform_access():
+                    return self.get_response(request)
+            return self.get_response(request)
 
     def process_view(
         self, request: HttpRequest, view_func: Callable[..., Any], view_args: Any, view_kwargs: dict[str, Any]

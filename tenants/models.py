@@ -47,6 +47,20 @@ class User(AbstractBaseUser, PermissionsMixin):
         return self.full_name.split(" ")[0] if self.full_name else self.email
 
 
+# What a tenant's admins may change about it (settings page, service, API).
+TENANT_SETTINGS_FIELDS = (
+    "name",
+    "time_zone",
+    "default_sender_name",
+    "default_sender_email",
+    "postal_address",
+    "quiet_hours_start",
+    "quiet_hours_end",
+    "frequency_cap_messages",
+    "frequency_cap_days",
+)
+
+
 class Tenant(models.Model):
     """A company using Segmentor. The root every tenant-owned row points to."""
 

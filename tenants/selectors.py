@@ -29,11 +29,12 @@ def membership_for(*, user: User, tenant: Tenant) -> Membership | None:
 def api_key_for_secret(raw_key: str) -> ApiKey | None:
     """Return the active key with this secret, from any tenant, or None."""
     with platform_access():
-        return (
-            ApiKey.all_tenants.filter(key_hash=api_key_hash(raw_key), revoked_at__isnull=True)
-            .select_related("tenant")
-            .first()
-        )
+        try:
+            return ApiKey.all_tenants.select_related("tenant").get(
+                key_hash=api_key_hash(raw_key), revoked_at__isnull=True
+            )
+        except ApiKey.DoesNotExist:
+            return None
 
 
 def members_of(tenant: Tenant) -> QuerySet[Membership]:

@@ -15,22 +15,11 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from tenants.context import tenant_context
-from tenants.models import ApiKey, Invitation, Membership, Tenant, User
+from tenants.models import TENANT_SETTINGS_FIELDS, ApiKey, Invitation, Membership, Tenant, User
 from tenants.roles import Permission, Role
 
 API_KEY_PREFIX = "sgm_"
 INVITATION_SALT = "tenants.invitation"
-TENANT_SETTINGS_FIELDS = (
-    "name",
-    "time_zone",
-    "default_sender_name",
-    "default_sender_email",
-    "postal_address",
-    "quiet_hours_start",
-    "quiet_hours_end",
-    "frequency_cap_messages",
-    "frequency_cap_days",
-)
 
 
 def _require(membership: Membership, permission: Permission) -> None:

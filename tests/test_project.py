@@ -6,8 +6,7 @@ import pytest
 from django.test import Client
 
 from tests.conftest import World
-from tests.isolation.test_walk import object_ids
-from tests.isolation.walk import iter_routes, url_for
+from tests.isolation.walk import iter_routes, object_ids, url_for
 
 pytestmark = pytest.mark.django_db
 

@@ -2,26 +2,13 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from tenants.models import ApiKey, Membership, Tenant
+from tenants.models import TENANT_SETTINGS_FIELDS, ApiKey, Membership, Tenant
 
 
 class TenantSerializer(serializers.ModelSerializer):
     class Meta:
         model = Tenant
-        fields = (
-            "id",
-            "name",
-            "slug",
-            "time_zone",
-            "default_sender_name",
-            "default_sender_email",
-            "postal_address",
-            "quiet_hours_start",
-            "quiet_hours_end",
-            "frequency_cap_messages",
-            "frequency_cap_days",
-            "created_at",
-        )
+        fields = ("id", "slug", *TENANT_SETTINGS_FIELDS, "created_at")
         read_only_fields = fields
 
 

@@ -7,28 +7,10 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from tenants.context import tenant_context
-from tenants.models import Invitation
-from tenants.roles import Role
 from tests.conftest import World, api_client
-from tests.isolation.walk import VERBS, Route, iter_routes, url_for
+from tests.isolation.walk import VERBS, Route, iter_routes, object_ids, url_for
 
 pytestmark = pytest.mark.django_db
-
-
-def object_ids(world: World, tenant: str) -> dict[str, Any]:
-    """Values for every kwarg a route may name, all pointing at ``tenant``'s objects."""
-    t = world.tenant_a if tenant == "a" else world.tenant_b
-    with tenant_context(t.id):
-        invitation, _ = Invitation.objects.get_or_create(
-            tenant=t, email=f"invitee-{tenant}@example.com", defaults={"role": Role.VIEWER}
-        )
-    return {
-        "tenant_slug": t.slug,
-        "member_id": (world.alice_membership if tenant == "a" else world.charlie_membership).id,
-        "api_key_id": (world.key_a if tenant == "a" else world.key_b).id,
-        "invitation_id": invitation.id,
-    }
 
 
 def a_markers(world: World) -> list[str]:

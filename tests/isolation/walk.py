@@ -15,6 +15,11 @@ from typing import Any
 
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from tenants.context import tenant_context
+from tenants.models import Invitation
+from tenants.roles import Role
+from tests.conftest import World
+
 VERBS = ("get", "post", "put", "patch", "delete")
 
 # Routes with no tenant in them, each with why it is safe.
@@ -84,3 +89,18 @@ def url_for(route: Route, values: dict[str, Any]) -> str:
         raise LookupError(f"{route.template}: the isolation walk has no value for {missing}; add them to the world")
     assert route.name, f"{route.template} has no name; name every route so the walk can build it"
     return reverse(route.name, kwargs={k: values[k] for k in route.kwargs})
+
+
+def object_ids(world: World, tenant: str) -> dict[str, Any]:
+    """Values for every kwarg a route may name, all pointing at ``tenant``'s objects."""
+    t = world.tenant_a if tenant == "a" else world.tenant_b
+    with tenant_context(t.id):
+        invitation, _ = Invitation.objects.get_or_create(
+            tenant=t, email=f"invitee-{tenant}@example.com", defaults={"role": Role.VIEWER}
+        )
+    return {
+        "tenant_slug": t.slug,
+        "member_id": (world.alice_membership if tenant == "a" else world.charlie_membership).id,
+        "api_key_id": (world.key_a if tenant == "a" else world.key_b).id,
+        "invitation_id": invitation.id,
+    }
