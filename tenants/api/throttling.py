@@ -25,7 +25,7 @@ def count_hit(key: str, ttl: int) -> int:
     if isinstance(cache, RedisCache):
         # One round trip: INCR and set the expiry only when the key is new.
         full_key = cache.make_and_validate_key(key)
-        pipe = cache._cache.get_client(full_key, write=True).pipeline()
+        pipe = cache._cache.get_client(full_key, write=True).pipeline()  # type: ignore[attr-defined]
         pipe.incr(full_key)
         pipe.expire(full_key, ttl, nx=True)
         count, _ = pipe.execute()
