@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_htmx",
     "csp",
+    "django_countries",
     "allauth",
     "allauth.account",
     "allauth.mfa",

@@ -58,7 +58,16 @@ TENANT_SETTINGS_FIELDS = (
     "quiet_hours_end",
     "frequency_cap_messages",
     "frequency_cap_days",
+    "auto_define_attributes",
+    "repeat_customer_min_orders",
+    "loyal_advocate_min_orders",
+    "loyal_advocate_min_revenue",
+    "event_retention_days",
 )
+
+
+def default_consent_purposes() -> list[str]:
+    return ["marketing", "newsletter", "product_updates"]
 
 
 class Tenant(models.Model):
@@ -76,6 +85,16 @@ class Tenant(models.Model):
     # At most this many marketing messages per contact within the window.
     frequency_cap_messages = models.PositiveSmallIntegerField(default=3)
     frequency_cap_days = models.PositiveSmallIntegerField(default=7)
+    # Contacts: unknown custom attribute keys are rejected unless auto-defined.
+    auto_define_attributes = models.BooleanField(
+        default=False, help_text="Define unknown custom attributes on first write instead of rejecting them."
+    )
+    consent_purposes = models.JSONField(default=default_consent_purposes, blank=True)
+    # Lifecycle thresholds (see contacts/lifecycle.py for the rules).
+    repeat_customer_min_orders = models.PositiveSmallIntegerField(default=2)
+    loyal_advocate_min_orders = models.PositiveSmallIntegerField(default=5)
+    loyal_advocate_min_revenue = models.DecimalField(max_digits=12, decimal_places=2, default=500)
+    event_retention_days = models.PositiveIntegerField(default=730, help_text="Events older than this are deleted.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -183,3 +202,22 @@ class ApiKey(TenantOwnedModel):
     @property
     def can_write(self) -> bool:
         return self.scope == self.Scope.WRITE
+
+
+class AuditLog(TenantOwnedModel):
+    """Who did what: consent changes, exports, erasures, imports, API keys, members."""
+
+    action = models.CharField(max_length=50)
+    actor_user = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor_label = models.CharField(max_length=200, help_text="The user's email or the API key's name.")
+    object_type = models.CharField(max_length=50, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta(TenantOwnedModel.Meta):
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="audit_time")]
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor_label}"

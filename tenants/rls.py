@@ -88,3 +88,15 @@ class EnableTenantRLS(migrations.operations.base.Operation):
 
     def describe(self) -> str:
         return f"Enable tenant row-level security on {self.model_name}"
+
+
+class RunSQLOnPostgreSQL(migrations.RunSQL):
+    """RunSQL that only runs on PostgreSQL (e.g. pattern-ops indexes); a no-op on SQLite."""
+
+    def database_forwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        if _is_postgresql(schema_editor):
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(self, app_label: str, schema_editor: Any, from_state: Any, to_state: Any) -> None:
+        if _is_postgresql(schema_editor):
+            super().database_backwards(app_label, schema_editor, from_state, to_state)

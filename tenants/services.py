@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
+from tenants.audit import Actor, audit
 from tenants.context import tenant_context
 from tenants.models import TENANT_SETTINGS_FIELDS, ApiKey, Invitation, Membership, Tenant, User
 from tenants.roles import Permission, Role
@@ -94,8 +95,13 @@ def membership_change_role(*, membership: Membership, role: str, acting: Members
         raise PermissionDenied("Only an owner may grant or take away the owner role.")
     if membership.role == Role.OWNER and role != Role.OWNER and _owner_count(membership.tenant) <= 1:
         raise ValidationError({"role": "A workspace needs at least one owner."})
+    old_role = membership.role
     membership.role = role
     membership.save(update_fields=["role"])
+    audit(
+        tenant=membership.tenant, actor=Actor.for_user(acting.user), action="member.role_changed", obj=membership,
+        data={"user_id": membership.user_id, "from": old_role, "to": role},
+    )  # fmt: skip
     return membership
 
 
@@ -108,6 +114,10 @@ def membership_remove(*, membership: Membership, acting: Membership) -> None:
             raise PermissionDenied("Only an owner may remove an owner.")
     if membership.role == Role.OWNER and _owner_count(membership.tenant) <= 1:
         raise ValidationError("A workspace needs at least one owner.")
+    audit(
+        tenant=membership.tenant, actor=Actor.for_user(acting.user), action="member.removed", obj=membership,
+        data={"user_id": membership.user_id, "role": membership.role},
+    )  # fmt: skip
     membership.delete()
 
 
@@ -149,6 +159,10 @@ def invitation_create(*, tenant: Tenant, email: str, role: str, acting: Membersh
             invitation.save()
     except IntegrityError:
         raise ValidationError({"email": "This person already has an open invitation."}) from None
+    audit(
+        tenant=tenant, actor=Actor.for_user(acting.user), action="member.invited", obj=invitation,
+        data={"role": role},
+    )  # fmt: skip
     transaction.on_commit(lambda: send_invitation.delay(tenant.id, invitation.pk))
     return invitation
 
@@ -159,6 +173,7 @@ def invitation_revoke(*, invitation: Invitation, acting: Membership) -> None:
     if invitation.is_open:
         invitation.revoked_at = timezone.now()
         invitation.save(update_fields=["revoked_at"])
+        audit(tenant=invitation.tenant, actor=Actor.for_user(acting.user), action="invitation.revoked", obj=invitation)
 
 
 @transaction.atomic
@@ -176,6 +191,10 @@ def invitation_accept(*, invitation: Invitation, user: User) -> Membership:
     invitation.accepted_at = timezone.now()
     invitation.accepted_by = user
     invitation.save(update_fields=["accepted_at", "accepted_by"])
+    audit(
+        tenant=invitation.tenant, actor=Actor.for_user(user), action="member.joined", obj=membership,
+        data={"user_id": user.pk, "role": membership.role, "invitation_id": invitation.pk},
+    )  # fmt: skip
     return membership
 
 
@@ -202,17 +221,24 @@ def api_key_create(*, tenant: Tenant, name: str, scope: str, acting: Membership)
         key_hash=api_key_hash(raw_key),
         created_by=acting.user,
     )
+    audit(
+        tenant=tenant, actor=Actor.for_user(acting.user), action="api_key.created", obj=api_key,
+        data={"scope": scope, "prefix": api_key.prefix},
+    )  # fmt: skip
     return api_key, raw_key
 
 
 @transaction.atomic
-def api_key_revoke(*, api_key: ApiKey, acting: Membership | None) -> None:
-    """Revoke a key at once (from the UI by an admin, or through the API with the key itself)."""
+def api_key_revoke(*, api_key: ApiKey, actor: Actor, acting: Membership | None = None) -> None:
+    """Revoke a key at once (from the UI by an admin, or through the API with a write key)."""
     if acting is not None:
         _require(acting, Permission.MANAGE_TENANT)
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
+        audit(
+            tenant=api_key.tenant, actor=actor, action="api_key.revoked", obj=api_key, data={"prefix": api_key.prefix}
+        )
 
 
 def api_key_record_use(*, api_key: ApiKey) -> None:

@@ -13,6 +13,7 @@ from django.utils.decorators import method_decorator
 from django.views import View
 
 from tenants import selectors, services
+from tenants.audit import Actor
 from tenants.context import activate_tenant
 from tenants.forms import (
     ApiKeyForm,
@@ -248,7 +249,7 @@ class ApiKeyRevokeView(TenantView):
 
     def post(self, request: HttpRequest, tenant_slug: str, api_key_id: int) -> HttpResponse:
         api_key = self.get_tenant_object(ApiKey, api_key_id)
-        services.api_key_revoke(api_key=api_key, acting=self.membership)
+        services.api_key_revoke(api_key=api_key, actor=Actor.for_user(self.membership.user), acting=self.membership)
         messages.success(request, f"API key “{api_key.name}” revoked.")
         return redirect("tenants:api_keys", tenant_slug=self.tenant.slug)
 

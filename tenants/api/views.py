@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from tenants.api.base import TenantViewSet
 from tenants.api.serializers import ApiKeySerializer, MembershipSerializer, TenantSerializer
+from tenants.audit import Actor
 from tenants.models import ApiKey, Membership
 from tenants.services import api_key_revoke
 
@@ -43,5 +44,6 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Des
 
     @extend_schema(responses={204: None})
     def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        api_key_revoke(api_key=self.get_object(), acting=None)
+        assert isinstance(request.auth, ApiKey)  # HasApiKeyScope let only keys in
+        api_key_revoke(api_key=self.get_object(), actor=Actor.for_api_key(request.auth))
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -6,6 +6,7 @@ import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from tenants import services
+from tenants.audit import Actor
 from tenants.context import tenant_context
 from tenants.models import ApiKey, Invitation, Membership, Tenant
 from tenants.roles import ROLE_PERMISSIONS, Permission, Role, role_allows
@@ -138,7 +139,7 @@ def test_api_keys_store_only_a_hash_and_revoke(world: World):
             services.api_key_create(tenant=world.tenant_a, name="x", scope="read", acting=world.bob_membership)
         with pytest.raises(ValidationError):
             services.api_key_create(tenant=world.tenant_a, name="x", scope="admin", acting=world.alice_membership)
-        services.api_key_revoke(api_key=stored, acting=world.alice_membership)
+        services.api_key_revoke(api_key=stored, actor=Actor.for_user(world.alice), acting=world.alice_membership)
         assert ApiKey.objects.get(pk=api_key.pk).revoked_at is not None
 
 

@@ -65,6 +65,10 @@ def test_settings_save_and_show_field_errors(world: World, alice_client: Client)
         "quiet_hours_end": "07:30",
         "frequency_cap_messages": "5",
         "frequency_cap_days": "7",
+        "repeat_customer_min_orders": "2",
+        "loyal_advocate_min_orders": "5",
+        "loyal_advocate_min_revenue": "500",
+        "event_retention_days": "365",
     }
     assert alice_client.post(url("settings", world), data).status_code == 302
     world.tenant_a.refresh_from_db()

@@ -1,0 +1,69 @@
+"""Lifecycle stages, derived from identity, consent and purchases by per-tenant thresholds.
+
+Defaults (Settings → General): a contact is
+- a **loyal advocate** with at least 5 orders and 500 in revenue;
+- a **repeat customer** with at least 2 orders;
+- a **first-time buyer** with 1 order;
+- a **lead** when identified (email, phone or external id) or with any granted consent;
+- a **new visitor** otherwise (anonymous).
+Every change is recorded as a LifecycleTransition, which journeys can start on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.utils import timezone
+
+from contacts.models import ConsentState, ConsentStatus, Contact, LifecycleStage, LifecycleTransition
+from tenants.models import Tenant
+
+
+def derive_stage(contact: Contact, tenant: Tenant, *, has_consent: bool) -> str:
+    if contact.order_count >= tenant.loyal_advocate_min_orders and (
+        contact.total_revenue >= tenant.loyal_advocate_min_revenue
+    ):
+        return LifecycleStage.LOYAL_ADVOCATE
+    if contact.order_count >= tenant.repeat_customer_min_orders:
+        return LifecycleStage.REPEAT_CUSTOMER
+    if contact.order_count >= 1:
+        return LifecycleStage.FIRST_TIME_BUYER
+    if contact.email or contact.phone or contact.external_id or has_consent:
+        return LifecycleStage.LEAD
+    return LifecycleStage.NEW_VISITOR
+
+
+def lifecycle_refresh(*, tenant: Tenant, contacts: Iterable[Contact], reason: str) -> list[LifecycleTransition]:
+    """Re-derive the stage of ``contacts``; save and record every change."""
+    contacts = [c for c in contacts if c.erased_at is None]
+    if not contacts:
+        return []
+    consenting = set(
+        ConsentState.objects.filter(
+            tenant=tenant, contact_id__in=[c.pk for c in contacts], status=ConsentStatus.GRANTED
+        ).values_list("contact_id", flat=True)
+    )
+    now = timezone.now()
+    changed: list[Contact] = []
+    transitions: list[LifecycleTransition] = []
+    for contact in contacts:
+        stage = derive_stage(contact, tenant, has_consent=contact.pk in consenting)
+        if stage == contact.lifecycle_stage and contact.lifecycle_changed_at is not None:
+            continue
+        transitions.append(
+            LifecycleTransition(
+                tenant=tenant,
+                contact=contact,
+                from_stage="" if contact.lifecycle_changed_at is None else contact.lifecycle_stage,
+                to_stage=stage,
+                reason=reason,
+                occurred_at=now,
+            )
+        )
+        contact.lifecycle_stage = stage
+        contact.lifecycle_changed_at = now
+        changed.append(contact)
+    if changed:
+        Contact.objects.bulk_update(changed, ["lifecycle_stage", "lifecycle_changed_at"], batch_size=1000)
+        LifecycleTransition.objects.bulk_create(transitions, batch_size=1000)
+    return transitions

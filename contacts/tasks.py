@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import logging
+
+from django.core.mail import send_mail
+from django.template.loader import render_to_string
+
+from contacts.consent import confirmation_token, confirmation_url
+from contacts.models import ConsentRecord, ConsentStatus
+from contacts.privacy import events_apply_retention
+from segmentor.celery import app, tenant_task
+from tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
+
+
+@tenant_task(autoretry_for=(OSError,), retry_backoff=True, max_retries=5)
+def send_consent_confirmation(tenant_id: int, record_id: int) -> None:
+    """Email the double opt-in link for a pending consent record."""
+    record = ConsentRecord.objects.select_related("contact", "tenant").filter(pk=record_id).first()
+    if record is None or record.status != ConsentStatus.PENDING or not record.contact.email:
+        return
+    link = confirmation_url(confirmation_token(record, record.contact.email))
+    tenant = record.tenant
+    context = {"tenant": tenant, "record": record, "link": link}
+    sender = (
+        f"{tenant.default_sender_name or tenant.name} <{tenant.default_sender_email}>"
+        if (tenant.default_sender_email)
+        else None
+    )
+    send_mail(
+        subject=f"Please confirm your subscription to {tenant.name}",
+        message=render_to_string("contacts/email/confirm_consent.txt", context),
+        from_email=sender,
+        recipient_list=[record.contact.email],
+    )
+    logger.info("consent confirmation sent", extra={"tenant_id": tenant_id, "record_id": record_id})
+
+
+@tenant_task()
+def apply_retention(tenant_id: int) -> int:
+    tenant = Tenant.objects.get(pk=tenant_id)
+    return events_apply_retention(tenant=tenant)
+
+
+@app.task
+def apply_retention_all() -> int:
+    """Beat tick: fan out one retention task per tenant."""
+    ids = list(Tenant.objects.values_list("pk", flat=True))
+    for tenant_id in ids:
+        apply_retention.delay(tenant_id)
+    return len(ids)
