@@ -20,6 +20,7 @@ tenant_patterns = [
 
 api_v1_patterns = [
     path("", include("tenants.api.urls")),
+    path("", include("contacts.api.urls")),
 ]
 
 urlpatterns = [

@@ -15,7 +15,10 @@ pytestmark = pytest.mark.django_db
 
 def a_markers(world: World) -> list[str]:
     """Strings that only tenant A's data contains: none may reach Charlie."""
-    return [world.tenant_a.name, world.alice.email, world.bob.email, world.key_a.prefix, "A write", "A read"]
+    return [
+        world.tenant_a.name, world.alice.email, world.bob.email, world.key_a.prefix, "A write", "A read",
+        "contact-a@example.com", "ZedA", "ext-a", "contacts-a.csv",
+    ]  # fmt: skip
 
 
 def routes(kind: str) -> list[Route]:

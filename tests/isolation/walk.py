@@ -93,14 +93,35 @@ def url_for(route: Route, values: dict[str, Any]) -> str:
 
 def object_ids(world: World, tenant: str) -> dict[str, Any]:
     """Values for every kwarg a route may name, all pointing at ``tenant``'s objects."""
+    from contacts.models import AttributeDefinition, Channel, Contact, ImportJob, Suppression
+
     t = world.tenant_a if tenant == "a" else world.tenant_b
     with tenant_context(t.id):
         invitation, _ = Invitation.objects.get_or_create(
             tenant=t, email=f"invitee-{tenant}@example.com", defaults={"role": Role.VIEWER}
         )
+        contact, _ = Contact.objects.get_or_create(
+            tenant=t, email=f"contact-{tenant}@example.com",
+            defaults={"first_name": f"Zed{tenant.upper()}", "last_name": "Walker", "external_id": f"ext-{tenant}"},
+        )  # fmt: skip
+        attribute, _ = AttributeDefinition.objects.get_or_create(
+            tenant=t, key="plan", defaults={"label": "Plan", "type": AttributeDefinition.Type.TEXT}
+        )
+        suppression, _ = Suppression.objects.get_or_create(
+            tenant=t, channel=Channel.EMAIL, address_hash=f"{tenant}" * 64,
+            defaults={"reason": Suppression.Reason.MANUAL},
+        )  # fmt: skip
+        import_job, _ = ImportJob.objects.get_or_create(
+            tenant=t, original_name=f"contacts-{tenant}.csv",
+            defaults={"file": f"imports/test/contacts-{tenant}.csv", "headers": ["email"]},
+        )  # fmt: skip
     return {
         "tenant_slug": t.slug,
         "member_id": (world.alice_membership if tenant == "a" else world.charlie_membership).id,
         "api_key_id": (world.key_a if tenant == "a" else world.key_b).id,
         "invitation_id": invitation.id,
+        "contact_id": contact.id,
+        "attribute_id": attribute.id,
+        "suppression_id": suppression.id,
+        "import_id": import_job.id,
     }
