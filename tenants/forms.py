@@ -28,8 +28,28 @@ class TenantCreateForm(forms.Form):
     time_zone = forms.ChoiceField(choices=TIME_ZONE_CHOICES, initial="UTC")
 
 
+class PurposesField(forms.CharField):
+    """Consent purposes as comma-separated keys (``marketing, newsletter``)."""
+
+    def prepare_value(self, value: Any) -> Any:
+        return ", ".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value: Any) -> list[str]:
+        text = super().to_python(value)
+        purposes = list(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
+        bad = [p for p in purposes if not p.replace("_", "").isalnum() or len(p) > 50]
+        if bad:
+            raise forms.ValidationError(f"Use letters, digits and underscores: {', '.join(bad)}")
+        if not purposes:
+            raise forms.ValidationError("Keep at least one purpose.")
+        return purposes
+
+
 class TenantSettingsForm(forms.ModelForm[Tenant]):
     time_zone = forms.ChoiceField(choices=TIME_ZONE_CHOICES)
+    consent_purposes = PurposesField(
+        help_text="What people can consent to, comma-separated, e.g. marketing, newsletter, product_updates."
+    )
 
     class Meta:
         model = Tenant

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from django.contrib.auth.models import AbstractBaseUser, PermissionsMixin
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.urls import reverse
 from django.utils import timezone
@@ -63,6 +64,7 @@ TENANT_SETTINGS_FIELDS = (
     "loyal_advocate_min_orders",
     "loyal_advocate_min_revenue",
     "event_retention_days",
+    "consent_purposes",
 )
 
 
@@ -94,7 +96,9 @@ class Tenant(models.Model):
     repeat_customer_min_orders = models.PositiveSmallIntegerField(default=2)
     loyal_advocate_min_orders = models.PositiveSmallIntegerField(default=5)
     loyal_advocate_min_revenue = models.DecimalField(max_digits=12, decimal_places=2, default=500)
-    event_retention_days = models.PositiveIntegerField(default=730, help_text="Events older than this are deleted.")
+    event_retention_days = models.PositiveIntegerField(
+        default=730, validators=[MinValueValidator(1)], help_text="Events older than this are deleted."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -69,10 +69,12 @@ def test_settings_save_and_show_field_errors(world: World, alice_client: Client)
         "loyal_advocate_min_orders": "5",
         "loyal_advocate_min_revenue": "500",
         "event_retention_days": "365",
+        "consent_purposes": "marketing, Newsletter, marketing",
     }
     assert alice_client.post(url("settings", world), data).status_code == 302
     world.tenant_a.refresh_from_db()
     assert (world.tenant_a.time_zone, world.tenant_a.frequency_cap_messages) == ("Europe/Berlin", 5)
+    assert world.tenant_a.consent_purposes == ["marketing", "newsletter"]
     bad = alice_client.post(url("settings", world), {**data, "default_sender_email": "x", "frequency_cap_days": "0"})
     assert bad.status_code == 400
     assert set(bad.context["form"].errors) == {"default_sender_email", "frequency_cap_days"}
