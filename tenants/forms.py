@@ -28,14 +28,14 @@ class TenantCreateForm(forms.Form):
     time_zone = forms.ChoiceField(choices=TIME_ZONE_CHOICES, initial="UTC")
 
 
-class PurposesField(forms.CharField):
+class PurposesField(forms.Field):
     """Consent purposes as comma-separated keys (``marketing, newsletter``)."""
 
     def prepare_value(self, value: Any) -> Any:
         return ", ".join(value) if isinstance(value, list) else value
 
     def to_python(self, value: Any) -> list[str]:
-        text = super().to_python(value)
+        text = str(value or "")
         purposes = list(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
         bad = [p for p in purposes if not p.replace("_", "").isalnum() or len(p) > 50]
         if bad:

@@ -162,7 +162,10 @@ def test_retention_deletes_old_events_and_rollups(in_a):
     old = (timezone.now() - dt.timedelta(days=800)).isoformat()
     events_ingest(
         tenant=in_a,
-        events=[{"event": "page_view", "external_id": "r", "occurred_at": old}, {"event": "page_view", "external_id": "r"}],
+        events=[
+            {"event": "page_view", "external_id": "r", "occurred_at": old},
+            {"event": "page_view", "external_id": "r"},
+        ],
     )
     assert events_apply_retention(tenant=in_a) == 1
     assert Event.objects.count() == 1 and EventDailyRollup.objects.count() == 1

@@ -28,7 +28,14 @@ def in_a(world: World):
 
 
 def purchase(ref: dict, amount: str, when: str, key: str = "") -> dict:
-    return {"event": "purchase", "revenue": amount, "currency": "EUR", "occurred_at": when, "idempotency_key": key, **ref}
+    return {
+        "event": "purchase",
+        "revenue": amount,
+        "currency": "EUR",
+        "occurred_at": when,
+        "idempotency_key": key,
+        **ref,
+    }
 
 
 def assert_rollups_match_events(tenant) -> None:

@@ -97,7 +97,9 @@ def test_contacts_are_unique_per_tenant_not_globally(world: World):
 def test_custom_attributes_are_validated_against_definitions(in_a):
     AttributeDefinition.objects.create(tenant=in_a, key="plan", label="Plan", type="text")
     AttributeDefinition.objects.create(tenant=in_a, key="seats", label="Seats", type="number")
-    contact, _ = contact_upsert(tenant=in_a, data={"email": "c@example.com", "attributes": {"plan": "pro", "seats": "5"}})
+    contact, _ = contact_upsert(
+        tenant=in_a, data={"email": "c@example.com", "attributes": {"plan": "pro", "seats": "5"}}
+    )
     assert contact.attributes == {"plan": "pro", "seats": 5}
     with pytest.raises(ValidationError) as wrong_type:
         contact_upsert(tenant=in_a, data={"email": "c@example.com", "attributes": {"seats": "many"}})
@@ -106,7 +108,9 @@ def test_custom_attributes_are_validated_against_definitions(in_a):
         contact_upsert(tenant=in_a, data={"email": "c@example.com", "attributes": {"color": "red"}})
     in_a.auto_define_attributes = True
     in_a.save()
-    contact, _ = contact_upsert(tenant=in_a, data={"email": "c@example.com", "attributes": {"color": "red", "vip": True}})
+    contact, _ = contact_upsert(
+        tenant=in_a, data={"email": "c@example.com", "attributes": {"color": "red", "vip": True}}
+    )
     assert contact.attributes == {"plan": "pro", "seats": 5, "color": "red", "vip": True}
     assert AttributeDefinition.objects.get(key="vip").type == "boolean"
     # null removes a key
