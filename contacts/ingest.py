@@ -218,7 +218,7 @@ def _insert_events(tenant: Tenant, events: list[CleanEvent], contacts: dict[tupl
             ]
         sql = (
             f"INSERT INTO {table} ({columns}) VALUES {placeholders} "
-            "ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key <> '' DO NOTHING "
+            "ON CONFLICT (tenant_id, idempotency_key) WHERE NOT (idempotency_key = '') DO NOTHING "
             "RETURNING id, idempotency_key, contact_id, name, occurred_at"
         )
         with connection.cursor() as cursor:
