@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from django.contrib.auth.base_user import BaseUserManager
 from django.db import models
 
-from tenants.context import current_tenant_id
+from tenants.context import current_scope, current_tenant_id
 
 if TYPE_CHECKING:
     from tenants.models import User
@@ -16,9 +16,17 @@ M = TypeVar("M", bound=models.Model)
 
 
 class TenantManager(models.Manager[M]):
-    """Default manager: only the current tenant's rows; raises ``TenantNotSet`` without one."""
+    """Default manager: only the current tenant's rows; raises ``TenantNotSet`` without one.
+
+    Inside ``platform_access()`` with no tenant (the Django admin's platform view)
+    it spans every tenant, so Django's own uses of the default manager (foreign-key
+    choices in admin forms) work there too.
+    """
 
     def get_queryset(self) -> models.QuerySet[M]:
+        scope = current_scope()
+        if scope.platform and scope.tenant_id is None:
+            return super().get_queryset()
         return super().get_queryset().filter(tenant_id=current_tenant_id())
 
     def create(self, **kwargs: Any) -> M:

@@ -224,4 +224,4 @@ class AuditLog(TenantOwnedModel):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.action} by {self.actor_label}"
+        return f"{self.action} ({self.object_type} {self.object_id})"

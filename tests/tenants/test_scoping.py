@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.apps import apps
 
-from tenants.context import TenantNotSet, tenant_context
+from tenants.context import TenantNotSet, platform_access, tenant_context
 from tenants.models import ApiKey, Membership, TenantOwnedModel
 from tests.conftest import World
 
@@ -25,6 +25,13 @@ def test_the_scoped_manager_sees_only_the_current_tenant(world: World):
         assert not ApiKey.objects.filter(pk=world.key_b.pk).exists()
     with tenant_context(world.tenant_b.id):
         assert [m.user_id for m in Membership.objects.all()] == [world.charlie.id]
+
+
+def test_platform_access_without_a_tenant_spans_every_tenant(world: World):
+    with platform_access():
+        assert Membership.objects.count() == 3
+        with tenant_context(world.tenant_b.id):
+            assert Membership.objects.count() == 1
 
 
 def test_every_tenant_owned_model_uses_the_scoped_default_manager():

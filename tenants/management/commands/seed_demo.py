@@ -5,6 +5,8 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from contacts.generator import load_with_orm
+from contacts.models import Contact
 from tenants.context import tenant_context
 from tenants.models import Membership, Tenant, User
 from tenants.roles import Role
@@ -20,6 +22,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--email", default=DEMO_EMAIL)
         parser.add_argument("--password", default=DEMO_PASSWORD)
+        parser.add_argument("--contacts", type=int, default=3000, help="Demo contacts to generate (once).")
 
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
@@ -38,5 +41,8 @@ class Command(BaseCommand):
             tenant.default_sender_email = "hello@demo-shop.example"
             tenant.postal_address = "Demo Shop GmbH, Hauptstraße 1, 10115 Berlin, Germany"
             tenant.save()
+            if options["contacts"] and not Contact.objects.filter(tenant=tenant).exists():
+                report = load_with_orm(tenant, contacts=options["contacts"], seed=1)
+                self.stdout.write(f"  Generated {report.rows['contacts']} contacts and {report.rows['events']} events.")
         self.stdout.write(self.style.SUCCESS("Demo tenant ready."))
         self.stdout.write(f"  Sign in at /accounts/login/ as {options['email']} with password {options['password']}")
