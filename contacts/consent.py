@@ -85,6 +85,8 @@ def consent_change(
     occurred_at: dt.datetime | None = None,
 ) -> ConsentRecord:
     """Append to the ledger and move the current state with it, in one transaction."""
+    if contact.erased_at is not None:
+        raise ValidationError("This contact was erased; no consent can be recorded for it.")
     tenant = contact.tenant
     _validate(tenant, channel, purpose, status, evidence)
     occurred_at = occurred_at or timezone.now()
@@ -162,25 +164,61 @@ def consent_request_confirmation(
     return record
 
 
+@dataclass(frozen=True)
+class ConfirmationPreview:
+    """What a confirmation link would confirm, shown before the person presses the button."""
+
+    tenant_name: str
+    channel: str
+    purpose: str
+    confirmed: bool
+
+
+def _load_confirmation_token(token: str) -> tuple[int, int, str]:
+    try:
+        payload = signing.loads(token, salt=CONFIRM_SALT, max_age=CONFIRM_MAX_AGE)
+        return int(payload["t"]), int(payload["r"]), str(payload["a"])
+    except (signing.BadSignature, KeyError, TypeError, ValueError):
+        raise ValidationError("This confirmation link is not valid or has expired.") from None
+
+
+def _pending_for_token(tenant_id: int, record_id: int, hashed: str) -> tuple[ConsentRecord, ConsentState | None]:
+    """Return the pending record a token names and the current state (inside the token's tenant)."""
+    pending = ConsentRecord.objects.select_related("contact", "contact__tenant").filter(pk=record_id).first()
+    if pending is None or pending.status != ConsentStatus.PENDING:
+        raise ValidationError("This confirmation link is not valid or has expired.")
+    contact = pending.contact
+    if not contact.email or address_hash(Channel.EMAIL, contact.email) != hashed:
+        raise ValidationError("This confirmation link was sent to another address.")
+    state = ConsentState.objects.filter(
+        tenant_id=tenant_id, contact=contact, channel=pending.channel, purpose=pending.purpose
+    ).first()
+    return pending, state
+
+
+def confirmation_preview(*, token: str) -> ConfirmationPreview:
+    """Describe a confirmation link without confirming anything (mail scanners prefetch links)."""
+    from tenants.context import tenant_context
+
+    tenant_id, record_id, hashed = _load_confirmation_token(token)
+    with tenant_context(tenant_id):
+        pending, state = _pending_for_token(tenant_id, record_id, hashed)
+        return ConfirmationPreview(
+            tenant_name=pending.contact.tenant.name,
+            channel=pending.channel,
+            purpose=pending.purpose,
+            confirmed=state is not None and state.status == ConsentStatus.GRANTED,
+        )
+
+
 def consent_confirm(*, token: str, ip_address: str | None, user_agent: str) -> ConsentRecord:
     """Turn a pending opt-in into granted consent, if the link is genuine, fresh and for this address."""
     from tenants.context import tenant_context
 
-    try:
-        payload = signing.loads(token, salt=CONFIRM_SALT, max_age=CONFIRM_MAX_AGE)
-        tenant_id, record_id, hashed = int(payload["t"]), int(payload["r"]), str(payload["a"])
-    except (signing.BadSignature, KeyError, TypeError, ValueError):
-        raise ValidationError("This confirmation link is not valid or has expired.") from None
+    tenant_id, record_id, hashed = _load_confirmation_token(token)
     with tenant_context(tenant_id), transaction.atomic():
-        pending = ConsentRecord.objects.select_related("contact", "contact__tenant").filter(pk=record_id).first()
-        if pending is None or pending.status != ConsentStatus.PENDING:
-            raise ValidationError("This confirmation link is not valid or has expired.")
+        pending, state = _pending_for_token(tenant_id, record_id, hashed)
         contact = pending.contact
-        if not contact.email or address_hash(Channel.EMAIL, contact.email) != hashed:
-            raise ValidationError("This confirmation link was sent to another address.")
-        state = ConsentState.objects.filter(
-            tenant_id=tenant_id, contact=contact, channel=pending.channel, purpose=pending.purpose
-        ).first()
         if state is not None and state.status == ConsentStatus.GRANTED:
             return state.record
         evidence = ConsentEvidence(
@@ -200,19 +238,46 @@ def confirmation_url(token: str) -> str:
 
 
 # --- suppression --------------------------------------------------------------------------
-def suppression_add(*, tenant: Tenant, channel: str, address: str, reason: str, note: str = "") -> Suppression:
-    """Suppress a normalised address on a channel (idempotent)."""
+def suppression_add(
+    *, tenant: Tenant, channel: str, address: str, reason: str, note: str = "", actor: Actor | None = None
+) -> Suppression:
+    """Suppress a normalised address on a channel (idempotent); audited when a person or key asks for it."""
     if channel not in Channel.values:
         raise ValidationError({"channel": f"{channel!r} is not a channel."})
     if reason not in Suppression.Reason.values:
         raise ValidationError({"reason": f"{reason!r} is not a suppression reason."})
     if not address:
         raise ValidationError({"address": "An address is required."})
-    suppression, _ = Suppression.objects.get_or_create(
+    suppression, created = Suppression.objects.get_or_create(
         tenant=tenant, channel=channel, address_hash=address_hash(channel, address),
         defaults={"reason": reason, "note": note[:200]},
     )  # fmt: skip
+    if actor is not None and created:
+        audit(
+            tenant=tenant, actor=actor, action="suppression.added", obj=suppression,
+            data={"channel": channel, "reason": reason},
+        )  # fmt: skip
     return suppression
+
+
+# Unsubscribes, complaints and erasures are the person's decision: only their own confirmed
+# opt-in lifts an unsubscribe (see consent_change), and nothing lifts the others by hand.
+REMOVABLE_SUPPRESSION_REASONS = frozenset({Suppression.Reason.MANUAL, Suppression.Reason.HARD_BOUNCE})
+
+
+@transaction.atomic
+def suppression_remove(*, suppression: Suppression, actor: Actor) -> None:
+    """Lift a manual or hard-bounce suppression; refuse the ones the person asked for."""
+    if suppression.reason not in REMOVABLE_SUPPRESSION_REASONS:
+        raise ValidationError(
+            f"“{suppression.get_reason_display()}” suppressions record the person's own decision "
+            "and cannot be removed by hand."
+        )
+    audit(
+        tenant=suppression.tenant, actor=actor, action="suppression.removed", obj=suppression,
+        data={"channel": suppression.channel, "reason": suppression.reason},
+    )  # fmt: skip
+    suppression.delete()
 
 
 def is_suppressed(*, tenant: Tenant, channel: str, address: str) -> bool:

@@ -1,9 +1,11 @@
 """Event ingest (single and batch) and identify, like Segment's track/identify.
 
-A batch is validated row by row; valid rows are stored with multi-row INSERTs
+A batch is validated row by row; valid rows are stored with one INSERT of arrays
 (``ON CONFLICT DO NOTHING`` on the idempotency key, so a repeat is a no-op even
 between concurrent requests), then the per-day rollups and the contacts'
-engagement summaries are updated with one statement each.
+engagement summaries are updated with one statement each, locking rows in id
+order so concurrent batches never deadlock. New identities become contacts the
+same way (a concurrent batch creating the same one first is no error).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from contacts.lifecycle import lifecycle_refresh
+from contacts.lifecycle import derive_stage, lifecycle_refresh
 from contacts.models import (
     ConsentRecord,
     ConsentState,
@@ -32,7 +34,14 @@ from contacts.models import (
     LifecycleTransition,
 )
 from contacts.normalize import normalise_email
-from contacts.services import RowResult, contact_upsert
+from contacts.services import (
+    JSON_TEXT_ARRAY,
+    MATCH_RECORD,
+    RowResult,
+    bulk_insert_rows,
+    contact_upsert,
+    rows_json,
+)
 from tenants.audit import Actor, audit
 from tenants.models import Tenant
 
@@ -62,6 +71,10 @@ class CleanEvent:
     idempotency_key: str
 
 
+_PROPERTIES_JSON = json.JSONEncoder(default=str)
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+
 def _clean_event(index: int, data: Any, default_source: str, now: dt.datetime) -> CleanEvent | RowResult:
     errors: dict[str, list[str]] = {}
     if not isinstance(data, dict):
@@ -85,8 +98,11 @@ def _clean_event(index: int, data: Any, default_source: str, now: dt.datetime) -
                 reference = (key, normalise_email(str(value)))
             except ValidationError as error:
                 errors[key] = error.messages
-        elif key == "contact_id" and not str(value).isdigit():
-            errors[key] = ["Expected a contact id (a number)."]
+        elif key == "contact_id":
+            if str(value).isdigit() and int(value) <= MAX_ID:
+                reference = (key, str(int(value)))
+            else:
+                errors[key] = ["Expected a contact id (a number)."]
         else:
             reference = (key, str(value).strip())
     occurred_at = now
@@ -101,7 +117,7 @@ def _clean_event(index: int, data: Any, default_source: str, now: dt.datetime) -
     properties = data.get("properties") or {}
     if not isinstance(properties, dict):
         errors["properties"] = ["Expected a JSON object."]
-    elif len(json.dumps(properties, default=str)) > MAX_PROPERTIES_BYTES:
+    elif properties and len(_PROPERTIES_JSON.encode(properties)) > MAX_PROPERTIES_BYTES:
         errors["properties"] = [f"At most {MAX_PROPERTIES_BYTES} bytes of properties."]
     revenue: Decimal | None = None
     if data.get("revenue") not in (None, ""):
@@ -113,7 +129,7 @@ def _clean_event(index: int, data: Any, default_source: str, now: dt.datetime) -
         except (InvalidOperation, ValueError):
             errors["revenue"] = ["Expected an amount, e.g. 49.90."]
     currency = str(data.get("currency") or "").strip().upper()
-    if currency and not re.fullmatch(r"[A-Z]{3}", currency):
+    if currency and not _CURRENCY.fullmatch(currency):
         errors["currency"] = ["Expected an ISO 4217 code, e.g. EUR."]
     source = str(data.get("source") or default_source)[:50]
     key = data.get("idempotency_key") or ""
@@ -121,7 +137,7 @@ def _clean_event(index: int, data: Any, default_source: str, now: dt.datetime) -
         errors["idempotency_key"] = ["Expected text of at most 200 characters."]
     if errors:
         return RowResult(index, "error", errors=errors)
-    return CleanEvent(index, reference, str(name), occurred_at, dict(properties), revenue, currency, source, str(key))
+    return CleanEvent(index, reference, str(name), occurred_at, properties, revenue, currency, source, str(key))
 
 
 def events_ingest(*, tenant: Tenant, events: list[Any], source: str = "api") -> list[RowResult]:
@@ -142,6 +158,7 @@ def events_ingest(*, tenant: Tenant, events: list[Any], source: str = "api") -> 
             seen_keys.add(item.idempotency_key)
             clean.append(item)
     with transaction.atomic():
+        _check_constraints_per_statement(True)
         contacts = _resolve_contacts(tenant, clean, now, results)
         clean = [e for e in clean if e.index not in results]
         inserted = _insert_events(tenant, clean, contacts)
@@ -153,11 +170,74 @@ def events_ingest(*, tenant: Tenant, events: list[Any], source: str = "api") -> 
                 results[event.index] = RowResult(event.index, "duplicate")
         if stored:
             _update_rollups(tenant, stored, contacts)
-            touched = _update_summaries(tenant, stored, contacts)
-            lifecycle_refresh(
-                tenant=tenant, contacts=Contact.objects.filter(tenant=tenant, pk__in=touched), reason="events"
-            )
+            _update_summaries(tenant, stored, contacts)
+            # Only purchases move the figures a stage is derived from (orders and revenue).
+            buyers = {contacts[e.reference] for e in stored if e.name == PURCHASE}
+            if buyers:
+                _refresh_stages(tenant, buyers)
+        _check_constraints_per_statement(False)
     return [results[index] for index in sorted(results)]
+
+
+def _check_constraints_per_statement(immediate: bool) -> None:
+    """Check foreign keys as each statement ends instead of at commit (or go back to Django's way).
+
+    The same work, done before the batch locks contacts and rollups (the last statements)
+    rather than while it holds them: a concurrent batch that needs the same rows waits less.
+    A rolled-back savepoint restores the mode by itself.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"SET CONSTRAINTS ALL {'IMMEDIATE' if immediate else 'DEFERRED'}")
+
+
+# What lifecycle_refresh reads and writes of a contact.
+LIFECYCLE_COLUMNS = (
+    "id", "tenant_id", "external_id", "email", "phone", "order_count", "total_revenue", "lifecycle_stage",
+    "lifecycle_changed_at", "erased_at",
+)  # fmt: skip
+MAX_ID = 2**63 - 1
+LIFECYCLE_SLICE = 50
+
+
+def _refresh_stages(tenant: Tenant, contact_ids: set[int]) -> None:
+    """Re-derive the lifecycle stage of contacts that just bought.
+
+    Only the contacts whose stage moves go to lifecycle_refresh (which records the change),
+    in slices: it saves with bulk_update, whose CASE per row costs O(n²) for n contacts. A
+    contact with orders has a stage that does not depend on consent.
+    """
+    loaded = Contact.objects.filter(tenant=tenant, pk__in=sorted(contact_ids)).only(*LIFECYCLE_COLUMNS)
+    moving = [
+        contact
+        for contact in loaded
+        if contact.lifecycle_changed_at is None
+        or derive_stage(contact, tenant, has_consent=False) != contact.lifecycle_stage
+    ]
+    for start in range(0, len(moving), LIFECYCLE_SLICE):
+        lifecycle_refresh(tenant=tenant, contacts=moving[start : start + LIFECYCLE_SLICE], reason="events")
+
+
+def _find_contacts(tenant: Tenant, wanted: dict[str, set[str]]) -> dict[tuple[str, str], int]:
+    """Map (reference key, value) to the id of the contact it names, for those that exist."""
+    found: dict[tuple[str, str], int] = {}
+    for key, values in wanted.items():
+        column = "id" if key == "contact_id" else key
+        if connection.vendor != "postgresql":
+            lookup = {f"{column}__in": [int(v) for v in values] if key == "contact_id" else values}
+            rows = list(Contact.objects.filter(tenant=tenant, **lookup).values_list(column, "pk"))
+        else:
+            # `<> ''` proves the lookup is inside the partial unique index (PostgreSQL cannot for >100 values).
+            blank = "" if key == "contact_id" else f"AND {column} <> '' "
+            array = f"{JSON_TEXT_ARRAY}::bigint[]" if key == "contact_id" else JSON_TEXT_ARRAY
+            table = Contact._meta.db_table
+            sql = f"SELECT {column}, id FROM {table} WHERE tenant_id = %s {blank}AND {column} = ANY({array})"
+            with connection.cursor() as cursor:
+                cursor.execute(sql, [tenant.pk, rows_json(sorted(values))])
+                rows = cursor.fetchall()
+        for value, contact_id in rows:
+            found[(key, str(value))] = contact_id
+    return found
 
 
 def _resolve_contacts(
@@ -167,73 +247,56 @@ def _resolve_contacts(
     wanted: dict[str, set[str]] = defaultdict(set)
     for event in events:
         wanted[event.reference[0]].add(event.reference[1])
-    found: dict[tuple[str, str], int] = {}
-    for key, values in wanted.items():
-        field = "pk" if key == "contact_id" else key
-        lookup = {f"{field}__in": [int(v) for v in values] if key == "contact_id" else values}
-        for row in Contact.objects.filter(tenant=tenant, **lookup).values_list(field, "pk"):
-            found[(key, str(row[0]))] = row[1]
+    found = _find_contacts(tenant, wanted)
     missing = {event.reference for event in events if event.reference not in found}
     for event in events:
         if event.reference in missing and event.reference[0] == "contact_id":
             results[event.index] = RowResult(event.index, "error", errors={"contact_id": ["No such contact."]})
-    to_create = sorted(ref for ref in missing if ref[0] != "contact_id")
-    if to_create:
-        new = [Contact(tenant=tenant, first_seen_at=now, last_seen_at=now, **{key: value}) for key, value in to_create]
-        Contact.objects.bulk_create(new, batch_size=1000)
-        if connection.vendor != "postgresql":  # SQLite does not return ids from bulk_create
-            new = list(Contact.objects.filter(tenant=tenant, created_at__gte=now).order_by("pk"))
-        for contact in new:
-            for key, value in to_create:
-                if getattr(contact, key) == value:
-                    found[(key, value)] = contact.pk
-        lifecycle_refresh(tenant=tenant, contacts=new, reason="first seen")
+    to_create: dict[str, list[str]] = defaultdict(list)
+    for key, value in sorted(ref for ref in missing if ref[0] != "contact_id"):
+        to_create[key].append(value)
+    for key, values in to_create.items():
+        # A new contact has no orders or consent: its stage follows from the kind of identity alone.
+        stage = derive_stage(Contact(**{key: "-"}), tenant, has_consent=False)
+        fixed = {"tenant_id": tenant.pk, "first_seen_at": now, "last_seen_at": now, "created_at": now,
+                 "updated_at": now, "lifecycle_stage": stage, "lifecycle_changed_at": now}  # fmt: skip
+        # A concurrent batch may create the same identity first: skip it here and look it up after.
+        inserted = bulk_insert_rows(
+            Contact, [{key: value} for value in values], fixed=fixed, ignore_conflicts=True, returning=("id", key)
+        )
+        for contact_id, value in inserted:
+            found[(key, value)] = contact_id
+        raced = {value for value in values if (key, value) not in found}
+        if raced:
+            found.update(_find_contacts(tenant, {key: raced}))
+        transitions = [{"contact_id": contact_id} for contact_id, _ in inserted]
+        bulk_insert_rows(
+            LifecycleTransition, transitions, returning=(),
+            fixed={"tenant_id": tenant.pk, "from_stage": "", "to_stage": stage, "reason": "first seen",
+                   "occurred_at": now},
+        )  # fmt: skip
     return found
 
 
 def _insert_events(tenant: Tenant, events: list[CleanEvent], contacts: dict[tuple[str, str], int]) -> dict[int, int]:
     """Insert with ON CONFLICT DO NOTHING; return {row index: event id} for rows stored now."""
-    table = Event._meta.db_table
-    columns = (
-        "tenant_id, contact_id, name, occurred_at, properties, revenue, currency, source, idempotency_key, received_at"
-    )
-    now = timezone.now()
-    inserted: dict[int, int] = {}
-    for start in range(0, len(events), INSERT_CHUNK):
-        chunk = events[start : start + INSERT_CHUNK]
-        placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
-        params: list[Any] = []
-        for event in chunk:
-            params += [
-                tenant.pk,
-                contacts[event.reference],
-                event.name,
-                event.occurred_at,
-                json.dumps(event.properties, default=str),
-                event.revenue,
-                event.currency,
-                event.source,
-                event.idempotency_key,
-                now,
-            ]
-        sql = (
-            f"INSERT INTO {table} ({columns}) VALUES {placeholders} "
-            "ON CONFLICT (tenant_id, idempotency_key) WHERE NOT (idempotency_key = '') DO NOTHING "
-            "RETURNING id, idempotency_key, contact_id, name, occurred_at"
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall()
-        # Rows come back in insertion order for stored rows; match them by content.
-        remaining = {id(e): e for e in chunk}
-        by_key = {e.idempotency_key: e for e in chunk if e.idempotency_key}
-        for event_id, key, _contact_id, _name, _occurred in rows:
-            match = by_key.get(key) if key else None
-            if match is None:
-                match = next(e for e in remaining.values() if not e.idempotency_key)
-            remaining.pop(id(match), None)
-            inserted[match.index] = event_id
-    return inserted
+    rows = [
+        {
+            "contact_id": contacts[e.reference], "name": e.name, "occurred_at": e.occurred_at.isoformat(),
+            "properties": e.properties, "revenue": None if e.revenue is None else str(e.revenue),
+            "currency": e.currency, "source": e.source, "idempotency_key": e.idempotency_key,
+        }
+        for e in events
+    ]  # fmt: skip
+    # A repeated idempotency key conflicts with the unique (tenant, idempotency_key) and is skipped.
+    stored = bulk_insert_rows(
+        Event, rows, fixed={"tenant_id": tenant.pk, "received_at": timezone.now()}, ignore_conflicts=True,
+        returning=("id", "idempotency_key"),
+    )  # fmt: skip
+    by_key = {e.idempotency_key: e.index for e in events if e.idempotency_key}
+    # Events without a key cannot conflict: all of them come back, in the order they were inserted.
+    keyless = iter([e.index for e in events if not e.idempotency_key])
+    return {(by_key[key] if key else next(keyless)): event_id for event_id, key in stored}
 
 
 def _update_rollups(tenant: Tenant, events: list[CleanEvent], contacts: dict[tuple[str, str], int]) -> None:
@@ -242,71 +305,88 @@ def _update_rollups(tenant: Tenant, events: list[CleanEvent], contacts: dict[tup
         bucket = totals[(contacts[event.reference], event.name, event.occurred_at.astimezone(dt.UTC).date())]
         bucket[0] += 1
         bucket[1] += event.revenue or 0
+    # Sorted: concurrent batches lock the rollup rows in one order, so they wait rather than deadlock.
+    items = sorted(totals.items())
     table = EventDailyRollup._meta.db_table
-    items = list(totals.items())
+    upsert = (
+        "ON CONFLICT (tenant_id, contact_id, name, day) "
+        "DO UPDATE SET count = r.count + excluded.count, revenue = r.revenue + excluded.revenue"
+    )
+    if connection.vendor == "postgresql":
+        sql = (
+            f"INSERT INTO {table} AS r (tenant_id, contact_id, name, day, count, revenue) "
+            "SELECT %s, (v->>0)::bigint, v->>1, (v->>2)::date, (v->>3)::int, (v->>4)::numeric "
+            f"FROM json_array_elements(%s::json) AS v {upsert}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql, [tenant.pk, rows_json([[c, n, d.isoformat(), k, str(r)] for (c, n, d), (k, r) in items])]
+            )
+        return
     for start in range(0, len(items), INSERT_CHUNK):
         chunk = items[start : start + INSERT_CHUNK]
         placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
-        params: list[Any] = []
+        values: list[Any] = []
         for (contact_id, name, day), (count, revenue) in chunk:
-            params += [tenant.pk, contact_id, name, day, count, revenue]
-        sql = (
-            f"INSERT INTO {table} AS r (tenant_id, contact_id, name, day, count, revenue) "
-            f"VALUES {placeholders} ON CONFLICT (tenant_id, contact_id, name, day) "
-            "DO UPDATE SET count = r.count + excluded.count, revenue = r.revenue + excluded.revenue"
-        )
+            values += [tenant.pk, contact_id, name, day, count, revenue]
+        sql = f"INSERT INTO {table} AS r (tenant_id, contact_id, name, day, count, revenue) VALUES {placeholders} "
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(sql + upsert, values)
+
+
+SUMMARY = ("first", "last", "engaged", "orders", "revenue", "last_order")
 
 
 def _update_summaries(tenant: Tenant, events: list[CleanEvent], contacts: dict[tuple[str, str], int]) -> set[int]:
     """Advance each touched contact's engagement summary; return the touched contact ids."""
-    summary: dict[int, dict[str, Any]] = {}
+    summary: dict[int, list[Any]] = {}  # contact id → [first, last, engaged, orders, revenue, last order]
     for event in events:
-        contact_id = contacts[event.reference]
-        s = summary.setdefault(
-            contact_id, {"first": event.occurred_at, "last": event.occurred_at, "engaged": None, "orders": 0,
-                         "revenue": Decimal(0), "last_order": None},
-        )  # fmt: skip
-        s["first"] = min(s["first"], event.occurred_at)
-        s["last"] = max(s["last"], event.occurred_at)
-        if event.name in ENGAGEMENT_EVENTS:
-            s["engaged"] = max(filter(None, (s["engaged"], event.occurred_at)))
+        at = event.occurred_at
+        s = summary.get(contacts[event.reference])
+        if s is None:
+            s = summary[contacts[event.reference]] = [at, at, None, 0, Decimal(0), None]
+        elif at < s[0]:
+            s[0] = at
+        elif at > s[1]:
+            s[1] = at
+        if event.name in ENGAGEMENT_EVENTS and (s[2] is None or at > s[2]):
+            s[2] = at
         if event.name == PURCHASE:
-            s["orders"] += 1
-            s["revenue"] += event.revenue or 0
-            s["last_order"] = max(filter(None, (s["last_order"], event.occurred_at)))
+            s[3] += 1
+            s[4] += event.revenue or 0
+            if s[5] is None or at > s[5]:
+                s[5] = at
     if connection.vendor == "postgresql":
-        _update_summaries_postgresql(summary)
+        _update_summaries_postgresql(tenant, summary)
     else:
-        for contact_id, s in summary.items():
-            _update_summary_portable(tenant, contact_id, s)
+        for contact_id, values in summary.items():
+            _update_summary_portable(tenant, contact_id, dict(zip(SUMMARY, values, strict=True)))
     return set(summary)
 
 
-def _update_summaries_postgresql(summary: dict[int, dict[str, Any]]) -> None:
-    table = Contact._meta.db_table
-    items = list(summary.items())
-    for start in range(0, len(items), INSERT_CHUNK):
-        chunk = items[start : start + INSERT_CHUNK]
-        placeholders = ", ".join(
-            ["(%s::bigint, %s::timestamptz, %s::timestamptz, %s::timestamptz, %s::int, %s::numeric, %s::timestamptz)"]
-            * len(chunk)
-        )
-        params: list[Any] = []
-        for contact_id, s in chunk:
-            params += [contact_id, s["first"], s["last"], s["engaged"], s["orders"], s["revenue"], s["last_order"]]
-        # Increments and GREATEST/LEAST run under the row lock: concurrent batches add up.
-        sql = (
-            f"UPDATE {table} AS c SET "
-            "first_seen_at = LEAST(c.first_seen_at, v.first), last_seen_at = GREATEST(c.last_seen_at, v.last), "
-            "last_engaged_at = GREATEST(c.last_engaged_at, v.engaged), order_count = c.order_count + v.orders, "
-            "total_revenue = c.total_revenue + v.revenue, last_order_at = GREATEST(c.last_order_at, v.last_order) "
-            f"FROM (VALUES {placeholders}) AS v(id, first, last, engaged, orders, revenue, last_order) "
-            "WHERE c.id = v.id"
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+def _update_summaries_postgresql(tenant: Tenant, summary: dict[int, list[Any]]) -> None:
+    # Sorted by id: concurrent batches lock contacts in one order, so they wait rather than deadlock.
+    rows = [
+        {"id": contact_id, "tenant_id": tenant.pk,
+         **{name: value.isoformat() if isinstance(value, dt.datetime) else str(value) if isinstance(value, Decimal)
+            else value for name, value in zip(SUMMARY, values, strict=True)}}
+        for contact_id, values in sorted(summary.items())
+    ]  # fmt: skip
+    # Increments and GREATEST/LEAST run under the row lock: concurrent batches add up. A contact
+    # whose summary would not change is left alone (no new row version, no index entries).
+    sql = (
+        f"UPDATE {Contact._meta.db_table} AS c SET "
+        "first_seen_at = LEAST(c.first_seen_at, v.first), last_seen_at = GREATEST(c.last_seen_at, v.last), "
+        "last_engaged_at = GREATEST(c.last_engaged_at, v.engaged), order_count = c.order_count + v.orders, "
+        "total_revenue = c.total_revenue + v.revenue, last_order_at = GREATEST(c.last_order_at, v.last_order) "
+        "FROM json_to_recordset(%s::json) AS v(id bigint, tenant_id bigint, first timestamptz, last timestamptz, "
+        "engaged timestamptz, orders int, revenue numeric, last_order timestamptz) "
+        f"WHERE {MATCH_RECORD.format(table='c', record='v')} AND (v.orders > 0 OR v.first < c.first_seen_at "
+        "OR v.last > c.last_seen_at OR v.engaged > c.last_engaged_at OR c.first_seen_at IS NULL "
+        "OR c.last_seen_at IS NULL OR (v.engaged IS NOT NULL AND c.last_engaged_at IS NULL))"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [rows_json(rows)])
 
 
 def _update_summary_portable(tenant: Tenant, contact_id: int, s: dict[str, Any]) -> None:

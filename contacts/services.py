@@ -1,4 +1,7 @@
-"""Every write to contacts: upserts (single and bulk) and edits.
+"""Every write to contacts: upserts (single and bulk), edits and attribute definitions.
+
+The bulk paths write through ``bulk_insert_rows`` / ``bulk_update_rows`` (one statement per
+batch, see "bulk SQL" below), which event ingest uses too.
 
 Events live in contacts/ingest.py, consent and suppression in contacts/consent.py,
 export, erasure and retention in contacts/privacy.py.
@@ -6,17 +9,23 @@ export, erasure and retention in contacts/privacy.py.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
+import json
+import re
 from dataclasses import dataclass, field
-from typing import Any
+from decimal import Decimal
+from typing import Any, cast
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from contacts.fields import IDENTITY_KEYS, AttributeSchema, clean_contact_fields
-from contacts.lifecycle import lifecycle_refresh
-from contacts.models import Contact
+from contacts.fields import FIELDS_BY_NAME, IDENTITY_KEYS, AttributeSchema, clean_contact_fields
+from contacts.lifecycle import derive_stage, lifecycle_refresh
+from contacts.models import AttributeDefinition, Contact, LifecycleTransition
+from tenants.audit import Actor, audit
 from tenants.models import Tenant
 
 MAX_BULK_CONTACTS = 10_000
@@ -38,18 +47,78 @@ class RowResult:
         return data
 
 
-@dataclass
-class _Pending:
-    contact: Contact
-    created: bool
-    fields: set[str]
-    rows: list[int]
+class _Target:
+    """One contact a bulk upsert writes: an existing one (a few of its columns) or a new one."""
+
+    __slots__ = ("changes", "current", "rows")
+
+    def __init__(self, current: dict[str, Any] | None = None) -> None:
+        self.current = current
+        self.changes: dict[str, Any] = {}
+        self.rows: list[int] = []
+
+    def get(self, name: str) -> Any:
+        if name in self.changes:
+            return self.changes[name]
+        return (self.current or NEW_CONTACT_DEFAULTS)[name]
+
+    def apply(self, values: dict[str, Any], attributes: dict[str, Any]) -> None:
+        for name, value in values.items():
+            if name == "external_id" and not value:
+                continue
+            self.changes[name] = value
+        if attributes:
+            merged = {**self.get("attributes"), **attributes}
+            self.changes["attributes"] = {k: v for k, v in merged.items() if v is not None}
+
+
+NEW_CONTACT_DEFAULTS: dict[str, Any] = {"external_id": "", "email": "", "attributes": {}}
+# What matching and the merge of attributes read from an existing contact.
+EXISTING_COLUMNS = ("id", "external_id", "email", "attributes", "lifecycle_changed_at")
+# Cleaning is a pure function of field and value, and most values repeat across contacts (countries,
+# cities, names, job roles, tag lists), so a bulk upsert cleans each distinct value once per process.
+# (contacts/fields.py rebuilds the country table and lists the zoneinfo files on every call.) The
+# identities rarely repeat: they are cleaned every time.
+UNCACHED_FIELDS = frozenset({"external_id", "email", "phone"})
+
+
+@functools.lru_cache(maxsize=16_384)
+def _clean_value(name: str, value: str | tuple[str, ...]) -> tuple[Any, tuple[str, ...]]:
+    values, errors = clean_contact_fields({name: list(value) if isinstance(value, tuple) else value})
+    return values.get(name), tuple(errors.get(name, ()))
+
+
+def _clean_fields(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    values: dict[str, Any] = {}
+    errors: dict[str, list[str]] = {}
+    uncached: dict[str, Any] = {}
+    for name, raw in data.items():
+        key: str | tuple[str, ...] | None = None
+        if name in UNCACHED_FIELDS or name not in FIELDS_BY_NAME:
+            pass
+        elif isinstance(raw, str):
+            key = raw
+        elif isinstance(raw, list) and all(isinstance(item, str) for item in raw):
+            key = tuple(raw)
+        if key is None:
+            uncached[name] = raw
+            continue
+        value, problems = _clean_value(name, key)
+        if problems:
+            errors[name] = list(problems)
+        else:
+            values[name] = list(value) if isinstance(value, list) else value  # a list of its own
+    if uncached:
+        more_values, more_errors = clean_contact_fields(uncached)
+        values.update(more_values)
+        errors.update(more_errors)
+    return values, errors
 
 
 def _clean_row(data: Any, schema: AttributeSchema) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[str]]]:
     if not isinstance(data, dict):
         return {}, {}, {"non_field_errors": ["Each contact must be a JSON object."]}
-    values, errors = clean_contact_fields(data)
+    values, errors = _clean_fields(data)
     attributes, attribute_errors = schema.clean(data.get("attributes"))
     if attribute_errors:
         errors["attributes"] = attribute_errors
@@ -93,18 +162,16 @@ def _bulk_upsert(tenant: Tenant, rows: list[Any]) -> list[RowResult]:
 
     external_ids = {v["external_id"] for _, v, _ in cleaned if v.get("external_id")}
     emails = {v["email"] for _, v, _ in cleaned if v.get("email")}
-    by_external: dict[str, Contact] = {}
-    by_email: dict[str, Contact] = {}
-    if external_ids or emails:
-        existing = Contact.objects.filter(tenant=tenant).filter(Q(external_id__in=external_ids) | Q(email__in=emails))
-        for contact in existing:
-            if contact.external_id:
-                by_external[contact.external_id] = contact
-            if contact.email:
-                by_email[contact.email] = contact
+    by_external: dict[str, _Target] = {}
+    by_email: dict[str, _Target] = {}
+    for current in _existing_contacts(tenant, external_ids, emails):
+        target = _Target(current)
+        if current["external_id"]:
+            by_external[current["external_id"]] = target
+        if current["email"]:
+            by_email[current["email"]] = target
 
-    now = timezone.now()
-    pending: dict[int, _Pending] = {}  # keyed by id(contact)
+    targets: list[_Target] = []
     for index, values, attributes in cleaned:
         external_id, email = values.get("external_id", ""), values.get("email", "")
         by_id = by_external.get(external_id) if external_id else None
@@ -112,8 +179,8 @@ def _bulk_upsert(tenant: Tenant, rows: list[Any]) -> list[RowResult]:
         if by_id is not None and by_address is not None and by_id is not by_address:
             results.append(RowResult(index, "error", errors={"email": ["This email belongs to another contact."]}))
             continue
-        contact = by_id or by_address
-        if contact is not None and external_id and contact.external_id not in ("", external_id):
+        found = by_id or by_address
+        if found is not None and external_id and found.get("external_id") not in ("", external_id):
             results.append(
                 RowResult(
                     index,
@@ -122,41 +189,242 @@ def _bulk_upsert(tenant: Tenant, rows: list[Any]) -> list[RowResult]:
                 )
             )
             continue
-        created = contact is None
-        if contact is None:
-            contact = Contact(tenant=tenant, first_seen_at=now, last_seen_at=now)
-        entry = pending.setdefault(id(contact), _Pending(contact, created, set(), []))
-        for name, value in values.items():
-            if name == "external_id" and not value:
-                continue
-            setattr(contact, name, value)
-            entry.fields.add(name)
-        if attributes:
-            merged = {**contact.attributes, **attributes}
-            contact.attributes = {k: v for k, v in merged.items() if v is not None}
-            entry.fields.add("attributes")
-        entry.rows.append(index)
-        if contact.external_id:
-            by_external[contact.external_id] = contact
-        if contact.email:
-            by_email[contact.email] = contact
+        target = found or _Target()
+        if not target.rows:
+            targets.append(target)
+        target.apply(values, attributes)
+        target.rows.append(index)
+        if target.get("external_id"):
+            by_external[target.get("external_id")] = target
+        if target.get("email"):
+            by_email[target.get("email")] = target
 
-    new = [p.contact for p in pending.values() if p.created]
-    Contact.objects.bulk_create(new, batch_size=1000)
-    updates = [p for p in pending.values() if not p.created and p.fields]
-    if updates:
-        update_fields = sorted(set().union(*(p.fields for p in updates)) | {"updated_at"})
-        for p in updates:
-            p.contact.updated_at = now
-        Contact.objects.bulk_update([p.contact for p in updates], update_fields, batch_size=500)
-    lifecycle_refresh(tenant=tenant, contacts=[p.contact for p in pending.values()], reason="profile updated")
+    now = timezone.now()
+    new = [t for t in targets if t.current is None]
+    if new:
+        _insert_new_contacts(tenant, new, now)
+    updated = [t for t in targets if t.current is not None and t.changes]
+    bulk_update_rows(tenant, Contact, [(t.get("id"), {**t.changes, "updated_at": now}) for t in updated])
+    # A matched contact keeps its identity (its external id or email matched) and an upsert touches
+    # neither orders nor consent, so its stage cannot change: only never-derived stages need work.
+    underived = [t.get("id") for t in updated if t.get("lifecycle_changed_at") is None]
+    if underived:
+        stale = Contact.objects.filter(tenant=tenant, pk__in=underived)
+        lifecycle_refresh(tenant=tenant, contacts=stale, reason="profile updated")
 
-    for p in pending.values():
-        for position, index in enumerate(p.rows):
-            status = "created" if p.created and position == 0 else "updated"
-            results.append(RowResult(index, status, id=p.contact.pk))
+    for target in targets:
+        created = target.current is None
+        for position, index in enumerate(target.rows):
+            status = "created" if created and position == 0 else "updated"
+            results.append(RowResult(index, status, id=target.get("id")))
     results.sort(key=lambda r: r.index)
     return results
+
+
+def _existing_contacts(tenant: Tenant, external_ids: set[str], emails: set[str]) -> list[dict[str, Any]]:
+    """The contacts these identities name, with the columns a bulk upsert reads."""
+    if not external_ids and not emails:
+        return []
+    if connection.vendor != "postgresql":
+        matched = Contact.objects.filter(tenant=tenant).filter(Q(external_id__in=external_ids) | Q(email__in=emails))
+        return list(matched.values(*EXISTING_COLUMNS))
+    # One lookup per identity, each provably inside its partial unique index (`<> ''`); an OR of
+    # the two, or a list of more than 100 values, would not use those indexes.
+    select = f"SELECT {', '.join(EXISTING_COLUMNS)} FROM {Contact._meta.db_table} WHERE tenant_id = %s"
+    sql = (
+        f"{select} AND external_id <> '' AND external_id = ANY({JSON_TEXT_ARRAY}) UNION ALL "
+        f"{select} AND email <> '' AND email = ANY({JSON_TEXT_ARRAY})"
+    )
+    params: list[Any] = [tenant.pk, rows_json(sorted(external_ids)), tenant.pk, rows_json(sorted(emails))]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        by_id = {row[0]: dict(zip(EXISTING_COLUMNS, row, strict=True)) for row in cursor.fetchall()}
+    rows = list(by_id.values())
+    for row in rows:  # Django's connection reads JSON as text; JSONField parses it
+        if isinstance(row["attributes"], str):
+            row["attributes"] = json.loads(row["attributes"])
+    return rows
+
+
+def _insert_new_contacts(tenant: Tenant, new: list[_Target], now: dt.datetime) -> None:
+    """Insert the new contacts with their first lifecycle stage, and record it."""
+    # Every new row has an identity and no orders or consent yet, so one stage fits them all.
+    stage = derive_stage(Contact(external_id="-"), tenant, has_consent=False)
+    fixed = {"tenant_id": tenant.pk, "first_seen_at": now, "last_seen_at": now, "created_at": now,
+             "updated_at": now, "lifecycle_stage": stage, "lifecycle_changed_at": now}  # fmt: skip
+    inserted = bulk_insert_rows(
+        Contact, [t.changes for t in new], fixed=fixed, returning=("id", "external_id", "email")
+    )
+    ids_by_identity = {}
+    for contact_id, external_id, email in inserted:
+        ids_by_identity[("external_id", external_id)] = contact_id
+        ids_by_identity[("email", email)] = contact_id
+    for target in new:
+        external_id = target.get("external_id")
+        key = ("external_id", external_id) if external_id else ("email", target.get("email"))
+        target.changes["id"] = ids_by_identity[key]
+    bulk_insert_rows(
+        LifecycleTransition,
+        [{"contact_id": contact_id} for contact_id, _, _ in inserted],
+        fixed={"tenant_id": tenant.pk, "from_stage": "", "to_stage": stage, "reason": "profile updated",
+               "occurred_at": now},
+        returning=(),
+    )  # fmt: skip
+
+
+# --- bulk SQL ------------------------------------------------------------------------------
+# Django's bulk_update builds a CASE WHEN per row and field (the database then compares every
+# row with every WHEN), bulk_create prepares every field of every model instance, and psycopg
+# renders list parameters element by element in Python. On PostgreSQL these helpers send a
+# whole batch as one JSON document that the server unpacks with json_to_recordset; elsewhere
+# (the embedded SQLite default: demo-sized data) they fall back to multi-row VALUES.
+SQLITE_CHUNK = 200  # rows per multi-row VALUES statement (SQLite allows 32,766 parameters)
+# A list of strings sent as one JSON parameter, as an array for `= ANY(...)`.
+JSON_TEXT_ARRAY = "ARRAY(SELECT json_array_elements_text(%s::json))"
+# Join the rows of a recordset to the table by primary key, tenant included. The tenant is a join
+# column rather than a constant: with a constant the planner may think the tenant small (stale
+# statistics after a big load) and scan it once per record; joined, it looks each record up.
+MATCH_RECORD = "{table}.id = {record}.id AND {table}.tenant_id = {record}.tenant_id"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()  # full precision (DjangoJSONEncoder cuts microseconds)
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+_ROWS_JSON = json.JSONEncoder(default=_json_default, ensure_ascii=False, separators=(",", ":"))
+
+
+def rows_json(rows: Any) -> str:
+    """Serialise rows for json_to_recordset (and ``json_array_elements``)."""
+    return _ROWS_JSON.encode(rows)
+
+
+def _sql_type(field: models.Field[Any, Any]) -> str:
+    if isinstance(field, models.JSONField):
+        return "jsonb"
+    return str(field.db_type(connection))  # a ForeignKey answers with its target's type
+
+
+def _recordset(fields: list[models.Field[Any, Any]], *extra: str) -> str:
+    """``json_to_recordset(%s::json) AS r(...)`` with a column per field (and ``extra`` definitions)."""
+    quote = connection.ops.quote_name
+    columns = [f"{quote(f.attname)} {_sql_type(f)}" for f in fields] + list(extra)
+    return f"json_to_recordset(%s::json) AS r({', '.join(columns)})"
+
+
+def _scalar(field: models.Field[Any, Any], value: Any) -> tuple[str, Any]:
+    """A constant column: its SQL and its parameter."""
+    if isinstance(field, models.JSONField):
+        return "%s::jsonb", rows_json(value)
+    return f"%s::{_sql_type(field)}", field.get_db_prep_save(value, connection)
+
+
+def bulk_insert_rows(
+    model: type[models.Model],
+    rows: list[dict[str, Any]],
+    *,
+    fixed: dict[str, Any],
+    ignore_conflicts: bool = False,
+    returning: tuple[str, ...] = ("id",),
+) -> list[tuple[Any, ...]]:
+    """INSERT ``rows`` (attname → value); ``fixed`` applies to every row; other columns get their defaults.
+
+    Returns the ``returning`` columns of the rows inserted (with ``ignore_conflicts``, rows
+    that conflicted with a unique constraint are left out). Match them by content.
+    """
+    if not rows:
+        return []
+    all_fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    defaults = {f.attname: fixed[f.attname] if f.attname in fixed else f.get_default() for f in all_fields}
+    quote = connection.ops.quote_name
+    head = f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in all_fields)}) "
+    tail = (" ON CONFLICT DO NOTHING" if ignore_conflicts else "") + (
+        f" RETURNING {', '.join(quote(name) for name in returning)}" if returning else ""
+    )
+    if connection.vendor != "postgresql":
+        return _insert_values(all_fields, rows, defaults, head, tail, bool(returning))
+    names: set[str] = set().union(*rows)
+    varying = [f for f in all_fields if f.attname in names]
+    select: list[str] = []
+    params: list[Any] = []
+    for column in all_fields:
+        if column.attname in names:
+            select.append(f"r.{quote(column.attname)}")
+        else:
+            sql, param = _scalar(column, defaults[column.attname])
+            select.append(sql)
+            params.append(param)
+    fill = {name: defaults[name] for name in names}
+    records = [row if len(row) == len(names) else {**fill, **row} for row in rows]
+    source = _recordset(varying) if varying else "generate_series(1, %s) AS r"
+    params.append(rows_json(records) if varying else len(rows))
+    with connection.cursor() as cursor:
+        cursor.execute(f"{head}SELECT {', '.join(select)} FROM {source}{tail}", params)
+        return [tuple(r) for r in cursor.fetchall()] if returning else []
+
+
+def _insert_values(
+    fields: list[models.Field[Any, Any]],
+    rows: list[dict[str, Any]],
+    defaults: dict[str, Any],
+    head: str,
+    tail: str,
+    returning: bool,
+) -> list[tuple[Any, ...]]:
+    """bulk_insert_rows with multi-row VALUES, for databases other than PostgreSQL."""
+    row_sql = f"({', '.join(['%s'] * len(fields))})"
+    out: list[tuple[Any, ...]] = []
+    for start in range(0, len(rows), SQLITE_CHUNK):
+        chunk = rows[start : start + SQLITE_CHUNK]
+        params = [
+            f.get_db_prep_save(row.get(f.attname, defaults[f.attname]), connection) for row in chunk for f in fields
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(f"{head}VALUES {', '.join([row_sql] * len(chunk))}{tail}", params)
+            if returning:
+                out += [tuple(r) for r in cursor.fetchall()]
+    return out
+
+
+def bulk_update_rows(tenant: Tenant, model: type[models.Model], rows: list[tuple[int, dict[str, Any]]]) -> None:
+    """Set the given columns of each (id, {attname: value}) row of the tenant's ``model``, in one statement.
+
+    Rows may set different columns; each keeps the columns it does not name.
+    """
+    if not rows:
+        return
+    # One lock order for every batch, so concurrent batches wait for each other instead of deadlocking.
+    rows = sorted(rows, key=lambda row: row[0])
+    if connection.vendor != "postgresql":  # the embedded SQLite default: small data, plain updates
+        for row_id, values in rows:
+            model._base_manager.filter(tenant=tenant, pk=row_id).update(**values)
+        return
+    names = sorted({name for _, values in rows for name in values})
+    fields = [cast("models.Field[Any, Any]", model._meta.get_field(name)) for name in names]
+    uniform = all(len(values) == len(names) for _, values in rows)
+    quote = connection.ops.quote_name
+    assignments = []
+    for f in fields:
+        value = f"r.{quote(f.attname)}"
+        if not uniform:  # _given_columns lists the columns the row sets
+            value = f"CASE WHEN r._given_columns ? '{f.attname}' THEN {value} ELSE t.{quote(f.column)} END"
+        assignments.append(f"{quote(f.column)} = {value}")
+    records = [{"id": row_id, "tenant_id": tenant.pk, **values} for row_id, values in rows]
+    if not uniform:
+        for record, (_, values) in zip(records, rows, strict=True):
+            record["_given_columns"] = list(values)
+    keys = [cast("models.Field[Any, Any]", model._meta.get_field(name)) for name in ("id", "tenant_id")]
+    recordset = _recordset([*keys, *fields], *([] if uniform else ["_given_columns jsonb"]))
+    sql = (
+        f"UPDATE {quote(model._meta.db_table)} AS t SET {', '.join(assignments)} FROM {recordset} "
+        f"WHERE {MATCH_RECORD.format(table='t', record='r')}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [rows_json(records)])
 
 
 def contact_upsert(*, tenant: Tenant, data: dict[str, Any]) -> tuple[Contact, bool]:
@@ -170,6 +438,8 @@ def contact_upsert(*, tenant: Tenant, data: dict[str, Any]) -> tuple[Contact, bo
 @transaction.atomic
 def contact_update(*, contact: Contact, data: dict[str, Any]) -> Contact:
     """Edit a contact's fields (a partial update); raise ValidationError with field errors."""
+    if contact.erased_at is not None:
+        raise ValidationError("This contact was erased; its profile cannot be changed.")
     tenant = contact.tenant
     values, errors = clean_contact_fields(data)
     attributes, attribute_errors = AttributeSchema(tenant).clean(data.get("attributes"))
@@ -189,3 +459,62 @@ def contact_update(*, contact: Contact, data: dict[str, Any]) -> Contact:
     contact.save()
     lifecycle_refresh(tenant=tenant, contacts=[contact], reason="profile updated")
     return contact
+
+
+# --- custom attribute definitions -----------------------------------------------------
+ATTRIBUTE_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+@transaction.atomic
+def attribute_define(*, tenant: Tenant, key: str, label: str, type: str, actor: Actor) -> AttributeDefinition:
+    """Define a custom attribute for the tenant's contacts; raise ValidationError with field errors."""
+    errors: dict[str, str] = {}
+    if not ATTRIBUTE_KEY.match(key):
+        errors["key"] = "Use lower-case letters, digits and underscores, starting with a letter (64 at most)."
+    elif AttributeDefinition.objects.filter(tenant=tenant, key=key).exists():
+        errors["key"] = "An attribute with this key already exists."
+    if not label.strip():
+        errors["label"] = "Give the attribute a label."
+    if type not in AttributeDefinition.Type.values:
+        errors["type"] = f"{type!r} is not an attribute type."
+    if errors:
+        raise ValidationError(errors)
+    definition = AttributeDefinition.objects.create(tenant=tenant, key=key, label=label.strip()[:100], type=type)
+    audit(tenant=tenant, actor=actor, action="attribute.defined", obj=definition, data={"key": key, "type": type})
+    return definition
+
+
+@transaction.atomic
+def attribute_delete(*, definition: AttributeDefinition, actor: Actor) -> None:
+    """Delete a definition. Values already on contacts stay but cannot be written until it is defined again."""
+    audit(
+        tenant=definition.tenant, actor=actor, action="attribute.deleted", obj=definition,
+        data={"key": definition.key, "type": definition.type},
+    )  # fmt: skip
+    definition.delete()
+
+
+@transaction.atomic
+def attribute_update(
+    *,
+    definition: AttributeDefinition,
+    actor: Actor,
+    label: str | None = None,
+    key: str | None = None,
+    type: str | None = None,
+) -> AttributeDefinition:
+    """Relabel a definition. Its key and type are fixed once defined (values and segments rely on them)."""
+    errors: dict[str, str] = {}
+    if key is not None and key != definition.key:
+        errors["key"] = "The key cannot change once defined; define a new attribute instead."
+    if type is not None and type != definition.type:
+        errors["type"] = f"The type cannot change once defined (it is {definition.type})."
+    if label is not None and not label.strip():
+        errors["label"] = "Give the attribute a label."
+    if errors:
+        raise ValidationError(errors)
+    if label is not None and label.strip() != definition.label:
+        definition.label = label.strip()[:100]
+        definition.save(update_fields=["label"])
+        audit(tenant=definition.tenant, actor=actor, action="attribute.relabelled", obj=definition)
+    return definition

@@ -6,6 +6,7 @@ from django.core.mail import send_mail
 from django.template.loader import render_to_string
 
 from contacts.consent import confirmation_token, confirmation_url
+from contacts.importer import run_import  # noqa: F401 - registers the task
 from contacts.models import ConsentRecord, ConsentStatus
 from contacts.privacy import events_apply_retention
 from segmentor.celery import app, tenant_task

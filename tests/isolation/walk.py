@@ -28,6 +28,7 @@ PUBLIC_ROUTES: dict[str, str] = {
     "healthz": "health check: no tenant data",
     "workspaces/new/": "creates a new tenant owned by the signed-in user",
     "invitations/<str:token>/": "the signed token names tenant and invitation; unforgeable",
+    "confirm/<str:token>/": "signed token binds tenant, record and address",
     "api/schema/": "OpenAPI schema: no tenant data",
     "api/docs/": "Swagger UI: no tenant data",
 }

@@ -1,0 +1,315 @@
+"""Benchmark: event ingest and bulk contact upsert through the REST API, under gunicorn on PostgreSQL.
+
+    .venv/bin/python bench/api_ingest.py                       # prints a Markdown table
+    BENCH_EVENTS=100000 BENCH_CLIENTS=2 .venv/bin/python bench/api_ingest.py
+
+Scenarios (each request is one batch of 1,000-5,000 rows; a few clients post at once):
+1. `POST /api/v1/contacts/bulk/` of new contacts (loads about half of the pool);
+2. `POST /api/v1/contacts/bulk/`, half new and half existing contacts (changed fields) → contacts/s;
+3. `POST /api/v1/events/batch/`, events of the pool's ~50,000 external ids (and some anonymous
+   visitors), each with a unique idempotency key → events/s;
+4. the same event batches again: every row a duplicate (the idempotency check alone).
+
+Data comes from contacts.generator (the one generator of the demo and the benchmarks): every
+first-class field, custom attributes, and events with realistic names, properties and revenue.
+All request bodies are built before the clock starts, so the figures are the server's.
+
+Uses bench/run.py's env(), prepare() and start_server() on a fresh database. The database is
+`segmentor_bench_api` by default rather than run.py's `segmentor_bench`, because prepare() drops
+the database it prepares and `segmentor_bench` holds the 1M-contact tenant of bench/build_tenant.py
+(BENCH_DB=segmentor_bench to use it anyway; the hook run.py lacks is reading BENCH_DB itself).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("BENCH_PORT", "8767")  # not run.py's port: another benchmark may be running
+
+from bench import run as base
+
+DB_NAME = os.environ.get("BENCH_DB", "segmentor_bench_api")
+POOL = int(os.environ.get("BENCH_POOL", "50000"))  # contacts (external ids) in the pool
+EVENTS = int(os.environ.get("BENCH_EVENTS", "300000"))
+CLIENTS = int(os.environ.get("BENCH_CLIENTS", "4"))
+MIN_BATCH, MAX_BATCH = 1_000, 5_000
+SEED = 20261128
+
+
+def use_database(name: str) -> None:
+    """Point run.py's helpers at ``name`` (they read these module globals when called)."""
+    base.DB_NAME = name
+    base.DATABASE_URL = f"postgres://segmentor@127.0.0.1:5432/{name}"
+
+
+def manage_shell(script: str) -> str:
+    out = subprocess.run(
+        [base.PYTHON, "manage.py", "shell", "-c", script],
+        cwd=base.ROOT, env=base.env(), check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return out.stdout.strip()
+
+
+def write_key() -> str:
+    """prepare() gives a read key; the ingest endpoints need a write key of the same tenant."""
+    script = (
+        "from tenants.models import ApiKey, Membership, Tenant\n"
+        "from tenants.services import api_key_create\n"
+        "from tenants.context import tenant_context\n"
+        "tenant = Tenant.objects.get(name='Bench Tenant')\n"
+        "with tenant_context(tenant.id):\n"
+        "    owner = Membership.objects.get(tenant=tenant, user__email='bench@example.com')\n"
+        "    _, secret = api_key_create(tenant=tenant, name='bench write', scope=ApiKey.Scope.WRITE, acting=owner)\n"
+        "print(secret)\n"
+    )
+    return manage_shell(script).splitlines()[-1]
+
+
+CONTACT_TABLES = (
+    "contacts_contact", "contacts_event", "contacts_eventdailyrollup", "contacts_lifecycletransition",
+    "contacts_attributedefinition",
+)  # fmt: skip
+
+
+def vacuum_analyze() -> None:
+    """What autovacuum does on a production database between bursts: statistics and free space.
+
+    Here autovacuum lags behind (the machine is shared and each scenario rewrites much of the
+    tables in seconds), and with statistics that still say "empty" the planner scans a whole
+    tenant for lookups by id.
+    """
+    subprocess.run(["psql", base.DATABASE_URL, "-qc", f"VACUUM (ANALYZE) {', '.join(CONTACT_TABLES)}"], check=True)
+
+
+def database_counts() -> dict[str, int]:
+    script = (
+        "import json\n"
+        "from django.db.models import Sum\n"
+        "from contacts.models import Contact, Event, EventDailyRollup\n"
+        "from tenants.context import tenant_context\n"
+        "from tenants.models import Tenant\n"
+        "tenant = Tenant.objects.get(name='Bench Tenant')\n"
+        "with tenant_context(tenant.id):\n"
+        "    print(json.dumps({'contacts': Contact.objects.count(), 'events': Event.objects.count(),\n"
+        "        'rollup_count': EventDailyRollup.objects.aggregate(n=Sum('count'))['n'] or 0}))\n"
+    )
+    return json.loads(manage_shell(script).splitlines()[-1])
+
+
+# --- the data -------------------------------------------------------------------------------------
+def generated_pool() -> list[Any]:
+    os.environ.update(base.env())
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "segmentor.settings")
+    import django
+
+    django.setup()
+    from contacts.generator import TenantDataGenerator
+
+    generator = TenantDataGenerator(contacts=POOL, events=max(EVENTS, POOL * 4), seed=SEED)
+    return list(generator)
+
+
+PROFILE_FIELDS = (
+    "external_id", "email", "phone", "first_name", "last_name", "locale", "time_zone", "birth_date", "gender",
+    "income_band", "education", "job_role", "country", "region", "city", "postal_code", "company", "industry",
+    "company_size", "buying_stage", "interests", "values", "lifestyle", "attitudes",
+)  # fmt: skip
+
+
+def contact_row(contact: Any, *, changed: bool = False) -> dict[str, Any]:
+    """The contact as an integration would send it: only the fields it knows."""
+    row: dict[str, Any] = {}
+    for name in PROFILE_FIELDS:
+        value = getattr(contact, name)
+        if value not in ("", None, []):
+            row[name] = value.isoformat() if isinstance(value, dt.date) else value
+    if contact.attributes:
+        row["attributes"] = contact.attributes
+    if changed:  # an update: the CRM learned something new
+        row["city"] = random.choice(["Berlin", "Hamburg", "Paris", "Lyon", "Madrid", "Leeds", "Utrecht"])
+        row["attributes"] = {**contact.attributes, "loyalty_points": random.randrange(5000)}
+    return row
+
+
+def event_rows(pool: list[Any]) -> list[dict[str, Any]]:
+    """Every generated event of the pool, shuffled, each with a unique idempotency key."""
+    rows: list[dict[str, Any]] = []
+    for contact in pool:
+        who = {"external_id": contact.external_id} if contact.external_id else {"anonymous_id": contact.anonymous_id}
+        for seconds, name, revenue_cents, properties, source in contact.events:
+            row = {
+                "event": name,
+                "occurred_at": dt.datetime.fromtimestamp(seconds, tz=dt.UTC).isoformat(),
+                "properties": json.loads(properties) if properties else {},
+                "source": source,
+                **who,
+            }
+            if revenue_cents is not None:
+                row["revenue"] = f"{revenue_cents / 100:.2f}"
+                row["currency"] = "EUR"
+            rows.append(row)
+    random.shuffle(rows)
+    rows = rows[:EVENTS]
+    for index, row in enumerate(rows):
+        row["idempotency_key"] = f"bench-{SEED}-{index:09d}"
+    return rows
+
+
+def batched(rows: list[Any], key: str, size: int = 0) -> list[tuple[int, bytes]]:
+    """Split into batches of ``size`` rows (by default MIN_BATCH..MAX_BATCH), rendered to request bodies."""
+    bodies, start = [], 0
+    while start < len(rows):
+        count = size or random.randint(MIN_BATCH, MAX_BATCH)
+        chunk = rows[start : start + count]
+        bodies.append((len(chunk), json.dumps({key: chunk}).encode()))
+        start += count
+    return bodies
+
+
+def contact_batches(pool: list[Any]) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+    """(batches of new contacts, batches half new and half existing); no contact is in two batches of one."""
+    identified = [c for c in pool if c.external_id or c.email]
+    first, second = identified[: len(identified) // 2], identified[len(identified) // 2 :]
+    mixed: list[dict[str, Any]] = []
+    updates = random.sample(first, min(len(first), len(second)))
+    for new, old in zip(second, updates, strict=False):
+        mixed += [contact_row(new), contact_row(old, changed=True)]
+    return batched([contact_row(c) for c in first], "contacts"), batched(mixed, "contacts")
+
+
+# --- the load -------------------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    rows: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def post_all(path: str, secret: str, bodies: list[tuple[int, bytes]]) -> Outcome:
+    """Post the bodies from CLIENTS keep-alive connections at once; each client takes the next body."""
+    outcome = Outcome()
+    lock = threading.Lock()
+    work: Iterator[tuple[int, bytes]] = iter(bodies)
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", base.PORT, timeout=300)
+        while True:
+            with lock:
+                item = next(work, None)
+            if item is None:
+                return
+            rows, body = item
+            started = time.perf_counter()
+            conn.request("POST", path, body=body, headers=headers)
+            response = conn.getresponse()
+            payload = response.read()
+            elapsed = (time.perf_counter() - started) * 1000
+            with lock:
+                outcome.latencies.append(elapsed)
+                if response.status != 200:
+                    outcome.errors.append(f"{response.status}: {payload[:300]!r}")
+                    continue
+                outcome.rows += rows
+                for name, count in json.loads(payload)["counts"].items():
+                    outcome.counts[name] = outcome.counts.get(name, 0) + count
+
+    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    outcome.seconds = time.perf_counter() - started
+    return outcome
+
+
+def main() -> None:
+    random.seed(SEED)
+    use_database(DB_NAME)
+    started = time.perf_counter()
+    pool = generated_pool()
+    new_batches, mixed_batches = contact_batches(pool)
+    events = event_rows(pool)
+    event_batches = batched(events, "events")
+    del pool, events
+    print(f"generated the requests in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+
+    base.prepare()
+    secret = write_key()
+    server = base.start_server()
+    try:
+        attributes = [("plan", "text"), ("signup_source", "text"), ("signup_date", "date"),
+                      ("loyalty_points", "number"), ("app_user", "boolean")]  # fmt: skip
+        for key, kind in attributes:  # contacts.generator.ATTRIBUTE_DEFINITIONS, defined through the API
+            conn = http.client.HTTPConnection("127.0.0.1", base.PORT, timeout=30)
+            body = json.dumps({"key": key, "type": kind}).encode()
+            conn.request("POST", "/api/v1/attributes/", body=body, headers={
+                "Authorization": f"Bearer {secret}", "Content-Type": "application/json"})  # fmt: skip
+            assert conn.getresponse().status == 201
+        # Warm both workers up (imports, connections, caches) with requests that are not timed.
+        warmup = [{"external_id": f"warmup-{i}", "email": f"warmup-{i}@example.com"} for i in range(400)]
+        post_all("/api/v1/contacts/bulk/", secret, batched(warmup, "contacts", 100))
+        events = [{"event": "page_view", "external_id": f"warmup-{i % 400}"} for i in range(4000)]
+        post_all("/api/v1/events/batch/", secret, batched(events, "events", 1000))
+        scenarios = [
+            ("`POST /contacts/bulk/`: new contacts", "contacts", "/api/v1/contacts/bulk/", new_batches),
+            ("`POST /contacts/bulk/`: half new, half existing", "contacts", "/api/v1/contacts/bulk/", mixed_batches),
+            ("`POST /events/batch/`: new events, unique keys", "events", "/api/v1/events/batch/", event_batches),
+            ("`POST /events/batch/`: the same batches again (duplicates)", "events", "/api/v1/events/batch/",
+             event_batches),
+        ]  # fmt: skip
+        rows = []
+        for name, unit, path, bodies in scenarios:
+            vacuum_analyze()
+            outcome = post_all(path, secret, bodies)
+            rows.append((name, unit, len(bodies), outcome))
+            print(f"{name}: {outcome.rows / outcome.seconds:,.0f} {unit}/s {outcome.counts}", file=sys.stderr)
+    finally:
+        server.terminate()
+        server.wait(10)
+    counts = database_counts()
+
+    print(f"\n### {time.strftime('%Y-%m-%d')} · {platform.node()} · {os.cpu_count()} cores · API ingest")
+    print(
+        f"gunicorn {base.WORKERS} sync workers, {CLIENTS} concurrent clients, batches of {MIN_BATCH:,}-"
+        f"{MAX_BATCH:,} rows, pool of {POOL:,} contacts, PostgreSQL database `{DB_NAME}`, "
+        "`VACUUM (ANALYZE)` before each scenario\n"
+    )
+    print("| scenario | batches | rows | rows/s | p50 ms/batch | p99 ms/batch | results | errors |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|")
+    for name, unit, batches, o in rows:
+        q = statistics.quantiles(o.latencies, n=100) if len(o.latencies) > 1 else o.latencies * 99
+        results = ", ".join(f"{k} {v:,}" for k, v in sorted(o.counts.items()) if v)
+        print(
+            f"| {name} | {batches} | {o.rows:,} | **{o.rows / o.seconds:,.0f} {unit}/s** | {q[49]:,.0f} | "
+            f"{q[98]:,.0f} | {results} | {len(o.errors)} |"
+        )
+    print(f"\nDatabase afterwards: {counts['contacts']:,} contacts, {counts['events']:,} events, "
+          f"rollups counting {counts['rollup_count']:,} events.")  # fmt: skip
+    for _, _, _, o in rows:
+        for error in o.errors[:3]:
+            print(f"- error: {error}")
+    if counts["events"] != counts["rollup_count"]:
+        print("- **the rollups do not add up to the events**")
+
+
+if __name__ == "__main__":
+    main()
