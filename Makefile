@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PG_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 TEST_DATABASE_URL ?= postgres://segmentor@127.0.0.1:5432/segmentor
 
-.PHONY: run test lint typecheck pytest e2e db bench clean help
+.PHONY: run test lint typecheck pytest e2e db bench bench-1m clean help
 
 help:
 	@echo "make run    start web + worker + beat with demo data (SQLite, file broker)"
@@ -53,8 +53,16 @@ test: lint typecheck pytest
 e2e: $(STAMP) db
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
+# Request path, API ingest and upsert, CSV import: each on a fresh database of its own.
 bench: $(STAMP) db
-	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py
+	$(BIN)/python bench/api_ingest.py
+	BENCH_IMPORT_ROWS=$${BENCH_IMPORT_ROWS:-20000} $(BIN)/python bench/import_csv.py
+
+# The 1M-contact / 10M-event tenant (built once, about 20 minutes here), then the contact list on it.
+bench-1m: $(STAMP) db
+	$(BIN)/python bench/build_tenant.py
+	$(BIN)/python bench/contact_list.py
 
 clean:
 	rm -rf $(VENV) var db.sqlite3*

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The 1M-contact tenant lives in DB_NAME (bench/build_tenant.py); scripts that prepare() a fresh
+# database of their own point these globals elsewhere first with use_database().
 DB_NAME = "segmentor_bench"
 ADMIN_URL = os.environ.get("PG_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 DATABASE_URL = f"postgres://segmentor@127.0.0.1:5432/{DB_NAME}"
@@ -34,6 +36,13 @@ SECONDS = int(os.environ.get("BENCH_SECONDS", "10"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 WORKERS = int(os.environ.get("BENCH_WORKERS", "2"))
 PYTHON = sys.executable
+
+
+def use_database(name: str) -> None:
+    """Point env(), prepare() and the server at database ``name`` (prepare() drops and recreates it)."""
+    global DB_NAME, DATABASE_URL
+    DB_NAME = name
+    DATABASE_URL = f"postgres://segmentor@127.0.0.1:5432/{name}"
 
 
 def env() -> dict[str, str]:
@@ -151,6 +160,7 @@ def load_python(path: str, headers: dict[str, str]) -> dict[str, float]:
 
 
 def main() -> None:
+    use_database(os.environ.get("BENCH_DB", "segmentor_bench_http"))
     secret = prepare()
     server = start_server()
     load = load_wrk if shutil.which("wrk") else load_python

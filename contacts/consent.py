@@ -134,6 +134,69 @@ def consent_change(
     return record
 
 
+@transaction.atomic
+def consents_grant_new(
+    *, tenant: Tenant, contacts: list[Contact], channel: str, purpose: str, evidence: ConsentEvidence, actor: Actor
+) -> list[ConsentRecord]:
+    """Grant consent to many contacts that have no decision yet on this channel and purpose.
+
+    The bulk form of ``consent_change`` for imports: contacts that already decided keep
+    their decision, and one audit entry covers the batch.
+    """
+    _validate(tenant, channel, purpose, ConsentStatus.GRANTED, evidence)
+    decided = set(
+        ConsentState.objects.filter(tenant=tenant, contact__in=contacts, channel=channel, purpose=purpose).values_list(
+            "contact_id", flat=True
+        )
+    )
+    contacts = [c for c in contacts if c.pk not in decided and c.erased_at is None]
+    if not contacts:
+        return []
+    now = timezone.now()
+    records = ConsentRecord.objects.bulk_create(
+        [
+            ConsentRecord(
+                tenant=tenant,
+                contact=contact,
+                channel=channel,
+                purpose=purpose,
+                status=ConsentStatus.GRANTED,
+                legal_basis=evidence.legal_basis,
+                source=evidence.source,
+                wording=evidence.wording,
+                wording_version=evidence.wording_version,
+                ip_address=evidence.ip_address,
+                user_agent=evidence.user_agent[:500],
+                actor=actor.label,
+                occurred_at=now,
+            )
+            for contact in contacts
+        ],
+        batch_size=1000,
+    )
+    ConsentState.objects.bulk_create(
+        [
+            ConsentState(
+                tenant=tenant,
+                contact=record.contact,
+                channel=channel,
+                purpose=purpose,
+                status=ConsentStatus.GRANTED,
+                record=record,
+                updated_at=now,
+            )
+            for record in records
+        ],
+        batch_size=1000,
+    )
+    lifecycle_refresh(tenant=tenant, contacts=contacts, reason="consent")
+    audit(
+        tenant=tenant, actor=actor, action="consent.granted",
+        data={"channel": channel, "purpose": purpose, "source": evidence.source, "contacts": len(records)},
+    )  # fmt: skip
+    return records
+
+
 def consent_states(contact: Contact) -> dict[tuple[str, str], ConsentState]:
     return {
         (s.channel, s.purpose): s for s in ConsentState.objects.filter(tenant_id=contact.tenant_id, contact=contact)

@@ -47,14 +47,13 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from contacts.consent import ConsentEvidence, channel_address, consent_change
+from contacts.consent import ConsentEvidence, channel_address, consents_grant_new
 from contacts.export import escape_formula
 from contacts.fields import CONTACT_FIELDS, FIELDS_BY_NAME, IDENTITY_KEYS, AttributeSchema, clean_contact_fields
 from contacts.models import (
     Channel,
     ConsentSource,
     ConsentState,
-    ConsentStatus,
     Contact,
     ImportJob,
     LegalBasis,
@@ -840,20 +839,20 @@ def _record_consent(job: ImportJob, contact_ids: list[int], tally: ImportTally) 
         source=ConsentSource.IMPORT, legal_basis=LegalBasis.CONSENT, wording=job.consent_wording,
         wording_version=f"import #{job.pk}",
     )  # fmt: skip
-    actor = _actor(job)
+    granted = []
     for pk in ids:
         if pk in decided:
             tally.consent_unchanged += 1
         elif hashes.get(pk) in suppressed:
             tally.consent_suppressed += 1
         else:
-            contact = contacts[pk]
-            contact.tenant = tenant
-            consent_change(
-                contact=contact, channel=channel, purpose=purpose, status=ConsentStatus.GRANTED,
-                evidence=evidence, actor=actor,
-            )  # fmt: skip
-            tally.consent_recorded += 1
+            contacts[pk].tenant = tenant
+            granted.append(contacts[pk])
+    records = consents_grant_new(
+        tenant=tenant, contacts=granted, channel=channel, purpose=purpose, evidence=evidence, actor=_actor(job)
+    )
+    tally.consent_recorded += len(records)
+    tally.consent_unchanged += len(granted) - len(records)
 
 
 def _import_chunk(

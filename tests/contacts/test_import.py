@@ -415,16 +415,16 @@ def test_running_a_job_again_gives_the_same_result(world: World):
 def test_a_failing_chunk_leaves_nothing_half_applied_and_the_job_can_run_again(world: World, monkeypatch):
     rows = [["email", "newsletter"]] + [[f"p{n}@example.com", "yes"] for n in range(6)]
     job = make_job(world, csv_bytes(rows), channel="email", purpose="newsletter", wording=WORDING)
-    real_change = importer.consent_change
+    real_grant = importer.consents_grant_new
     calls = {"n": 0}
 
-    def flaky_consent_change(**kwargs):
+    def flaky_grant(**kwargs):
         calls["n"] += 1
-        if calls["n"] == 4:  # the first contact of the second chunk of three
+        if calls["n"] == 2:  # the consent of the second chunk of three
             raise ConnectionError("database went away")
-        return real_change(**kwargs)
+        return real_grant(**kwargs)
 
-    monkeypatch.setattr(importer, "consent_change", flaky_consent_change)
+    monkeypatch.setattr(importer, "consents_grant_new", flaky_grant)
     with tenant_context(world.tenant_a.id):
         failed = import_run(job_id=job.pk, chunk_rows=3)
     assert failed is not None and failed.status == ImportJob.Status.FAILED
@@ -433,7 +433,7 @@ def test_a_failing_chunk_leaves_nothing_half_applied_and_the_job_can_run_again(w
     # The second chunk's contacts were upserted before its consent failed, and rolled back with it.
     assert set(contacts_in_a(world)) == {"p0@example.com", "p1@example.com", "p2@example.com"}
 
-    monkeypatch.setattr(importer, "consent_change", real_change)
+    monkeypatch.setattr(importer, "consents_grant_new", real_grant)
     with tenant_context(world.tenant_a.id):
         import_restart(job=failed, acting=world.alice_membership)
         done = import_run(job_id=job.pk, chunk_rows=3)
