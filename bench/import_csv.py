@@ -46,12 +46,6 @@ COLUMNS = (
 )  # fmt: skip
 
 
-def use_database(name: str) -> None:
-    """Point run.py's helpers at ``name`` (they read these module globals when called)."""
-    base.DB_NAME = name
-    base.DATABASE_URL = f"postgres://segmentor@127.0.0.1:5432/{name}"
-
-
 def cell(value: Any) -> str:
     if value is None:
         return ""
@@ -105,7 +99,7 @@ def timed(action: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def main() -> None:
-    use_database(DB_NAME)
+    base.use_database(DB_NAME)
     base.prepare()
     os.environ.update(base.env())
     os.environ["DJANGO_SETTINGS_MODULE"] = "segmentor.settings"
