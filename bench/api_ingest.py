@@ -14,10 +14,9 @@ Data comes from contacts.generator (the one generator of the demo and the benchm
 first-class field, custom attributes, and events with realistic names, properties and revenue.
 All request bodies are built before the clock starts, so the figures are the server's.
 
-Uses bench/run.py's env(), prepare() and start_server() on a fresh database. The database is
-`segmentor_bench_api` by default rather than run.py's `segmentor_bench`, because prepare() drops
-the database it prepares and `segmentor_bench` holds the 1M-contact tenant of bench/build_tenant.py
-(BENCH_DB=segmentor_bench to use it anyway; the hook run.py lacks is reading BENCH_DB itself).
+Uses bench/run.py's use_database(), env(), prepare() and start_server() on a fresh database of
+its own, `segmentor_bench_api` (BENCH_DB to change it): prepare() drops the database it prepares,
+and `segmentor_bench` holds the 1M-contact tenant of bench/build_tenant.py.
 """
 
 from __future__ import annotations
@@ -49,12 +48,6 @@ EVENTS = int(os.environ.get("BENCH_EVENTS", "300000"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "4"))
 MIN_BATCH, MAX_BATCH = 1_000, 5_000
 SEED = 20261128
-
-
-def use_database(name: str) -> None:
-    """Point run.py's helpers at ``name`` (they read these module globals when called)."""
-    base.DB_NAME = name
-    base.DATABASE_URL = f"postgres://segmentor@127.0.0.1:5432/{name}"
 
 
 def manage_shell(script: str) -> str:
@@ -243,7 +236,7 @@ def post_all(path: str, secret: str, bodies: list[tuple[int, bytes]]) -> Outcome
 
 def main() -> None:
     random.seed(SEED)
-    use_database(DB_NAME)
+    base.use_database(DB_NAME)
     started = time.perf_counter()
     pool = generated_pool()
     new_batches, mixed_batches = contact_batches(pool)
@@ -256,11 +249,11 @@ def main() -> None:
     secret = write_key()
     server = base.start_server()
     try:
-        attributes = [("plan", "text"), ("signup_source", "text"), ("signup_date", "date"),
-                      ("loyalty_points", "number"), ("app_user", "boolean")]  # fmt: skip
-        for key, kind in attributes:  # contacts.generator.ATTRIBUTE_DEFINITIONS, defined through the API
+        from contacts.generator import ATTRIBUTE_DEFINITIONS  # Django is set up by generated_pool()
+
+        for key, label, kind in ATTRIBUTE_DEFINITIONS:  # defined through the API
             conn = http.client.HTTPConnection("127.0.0.1", base.PORT, timeout=30)
-            body = json.dumps({"key": key, "type": kind}).encode()
+            body = json.dumps({"key": key, "label": label, "type": kind}).encode()
             conn.request("POST", "/api/v1/attributes/", body=body, headers={
                 "Authorization": f"Bearer {secret}", "Content-Type": "application/json"})  # fmt: skip
             assert conn.getresponse().status == 201

@@ -28,6 +28,7 @@ from contacts.lifecycle import derive_stage, lifecycle_refresh
 from contacts.models import (
     ConsentRecord,
     ConsentState,
+    ConsentStatus,
     Contact,
     Event,
     EventDailyRollup,
@@ -37,9 +38,12 @@ from contacts.normalize import normalise_email
 from contacts.services import (
     JSON_TEXT_ARRAY,
     MATCH_RECORD,
+    NUL_MESSAGE,
     RowResult,
     bulk_insert_rows,
+    bulk_update_rows,
     contact_upsert,
+    contains_nul,
     rows_json,
 )
 from tenants.audit import Actor, audit
@@ -79,8 +83,8 @@ def _clean_event(index: int, data: Any, default_source: str, now: dt.datetime) -
     errors: dict[str, list[str]] = {}
     if not isinstance(data, dict):
         return RowResult(index, "error", errors={"non_field_errors": ["Each event must be a JSON object."]})
-    unknown = sorted(set(data) - EVENT_KEYS)
-    if unknown:
+    if not data.keys() <= EVENT_KEYS:
+        unknown = sorted(set(data) - EVENT_KEYS)
         errors["non_field_errors"] = [f"Unknown field(s): {', '.join(map(str, unknown))}."]
     name = data.get("event")
     if not isinstance(name, str) or not EVENT_NAME.match(name):
@@ -93,6 +97,8 @@ def _clean_event(index: int, data: Any, default_source: str, now: dt.datetime) -
         key, value = references[0]
         if not isinstance(value, str | int) or isinstance(value, bool) or len(str(value)) > 200:
             errors[key] = ["Expected text of at most 200 characters."]
+        elif contains_nul(value):
+            errors[key] = [NUL_MESSAGE]
         elif key == "email":
             try:
                 reference = (key, normalise_email(str(value)))
@@ -107,7 +113,10 @@ def _clean_event(index: int, data: Any, default_source: str, now: dt.datetime) -
             reference = (key, str(value).strip())
     occurred_at = now
     if data.get("occurred_at") not in (None, ""):
-        parsed = parse_datetime(str(data["occurred_at"])) if isinstance(data["occurred_at"], str) else None
+        try:  # parse_datetime answers None for a malformed time, ValueError for an impossible one
+            parsed = parse_datetime(data["occurred_at"]) if isinstance(data["occurred_at"], str) else None
+        except ValueError:
+            parsed = None
         if parsed is None:
             errors["occurred_at"] = ["Expected an ISO 8601 time, e.g. 2026-11-28T09:30:00Z."]
         else:
@@ -117,8 +126,12 @@ def _clean_event(index: int, data: Any, default_source: str, now: dt.datetime) -
     properties = data.get("properties") or {}
     if not isinstance(properties, dict):
         errors["properties"] = ["Expected a JSON object."]
-    elif properties and len(_PROPERTIES_JSON.encode(properties)) > MAX_PROPERTIES_BYTES:
-        errors["properties"] = [f"At most {MAX_PROPERTIES_BYTES} bytes of properties."]
+    elif properties:
+        encoded = _PROPERTIES_JSON.encode(properties)  # ASCII: a NUL shows as \u0000
+        if len(encoded) > MAX_PROPERTIES_BYTES:
+            errors["properties"] = [f"At most {MAX_PROPERTIES_BYTES} bytes of properties."]
+        elif "\\u0000" in encoded and contains_nul(properties):
+            errors["properties"] = [NUL_MESSAGE]
     revenue: Decimal | None = None
     if data.get("revenue") not in (None, ""):
         try:
@@ -132,9 +145,13 @@ def _clean_event(index: int, data: Any, default_source: str, now: dt.datetime) -
     if currency and not _CURRENCY.fullmatch(currency):
         errors["currency"] = ["Expected an ISO 4217 code, e.g. EUR."]
     source = str(data.get("source") or default_source)[:50]
+    if contains_nul(source):
+        errors["source"] = [NUL_MESSAGE]
     key = data.get("idempotency_key") or ""
     if not isinstance(key, str) or len(key) > 200:
         errors["idempotency_key"] = ["Expected text of at most 200 characters."]
+    elif contains_nul(key):
+        errors["idempotency_key"] = [NUL_MESSAGE]
     if errors:
         return RowResult(index, "error", errors=errors)
     return CleanEvent(index, reference, str(name), occurred_at, properties, revenue, currency, source, str(key))
@@ -174,7 +191,7 @@ def events_ingest(*, tenant: Tenant, events: list[Any], source: str = "api") -> 
             # Only purchases move the figures a stage is derived from (orders and revenue).
             buyers = {contacts[e.reference] for e in stored if e.name == PURCHASE}
             if buyers:
-                _refresh_stages(tenant, buyers)
+                _refresh_stages(tenant, buyers, timezone.now())
         _check_constraints_per_statement(False)
     return [results[index] for index in sorted(results)]
 
@@ -191,31 +208,44 @@ def _check_constraints_per_statement(immediate: bool) -> None:
             cursor.execute(f"SET CONSTRAINTS ALL {'IMMEDIATE' if immediate else 'DEFERRED'}")
 
 
-# What lifecycle_refresh reads and writes of a contact.
-LIFECYCLE_COLUMNS = (
-    "id", "tenant_id", "external_id", "email", "phone", "order_count", "total_revenue", "lifecycle_stage",
-    "lifecycle_changed_at", "erased_at",
-)  # fmt: skip
+# What derive_stage reads of a contact.
+STAGE_INPUTS = ("id", "order_count", "total_revenue", "email", "phone", "external_id", "lifecycle_stage",
+                "lifecycle_changed_at")  # fmt: skip
 MAX_ID = 2**63 - 1
-LIFECYCLE_SLICE = 50
 
 
-def _refresh_stages(tenant: Tenant, contact_ids: set[int]) -> None:
-    """Re-derive the lifecycle stage of contacts that just bought.
+def _refresh_stages(tenant: Tenant, contact_ids: set[int], now: dt.datetime) -> None:
+    """lifecycle_refresh for contacts that just bought, writing with one statement per table.
 
-    Only the contacts whose stage moves go to lifecycle_refresh (which records the change),
-    in slices: it saves with bulk_update, whose CASE per row costs O(n²) for n contacts. A
-    contact with orders has a stage that does not depend on consent.
+    The same rule (derive_stage) and the same record (a LifecycleTransition per change) as
+    lifecycle_refresh, which saves with Django's bulk_update: about 2 ms a contact, most of an
+    event batch's time when a sixth of the events are purchases.
     """
-    loaded = Contact.objects.filter(tenant=tenant, pk__in=sorted(contact_ids)).only(*LIFECYCLE_COLUMNS)
-    moving = [
-        contact
-        for contact in loaded
-        if contact.lifecycle_changed_at is None
-        or derive_stage(contact, tenant, has_consent=False) != contact.lifecycle_stage
-    ]
-    for start in range(0, len(moving), LIFECYCLE_SLICE):
-        lifecycle_refresh(tenant=tenant, contacts=moving[start : start + LIFECYCLE_SLICE], reason="events")
+    ids = sorted(contact_ids)
+    rows = Contact.objects.filter(tenant=tenant, pk__in=ids, erased_at__isnull=True).values_list(*STAGE_INPUTS)
+    consenting = set(
+        ConsentState.objects.filter(tenant=tenant, contact_id__in=ids, status=ConsentStatus.GRANTED).values_list(
+            "contact_id", flat=True
+        )
+    )
+    changes: list[tuple[int, dict[str, Any]]] = []
+    transitions: list[dict[str, Any]] = []
+    inputs = Contact()  # one instance to derive from, refilled per contact (cheaper than one each)
+    for contact_id, orders, revenue, email, phone, external_id, stage, changed_at in rows:
+        inputs.order_count, inputs.total_revenue, inputs.email = orders, revenue, email
+        inputs.phone, inputs.external_id = phone, external_id
+        new_stage = derive_stage(inputs, tenant, has_consent=contact_id in consenting)
+        if new_stage == stage and changed_at is not None:
+            continue
+        changes.append((contact_id, {"lifecycle_stage": new_stage, "lifecycle_changed_at": now}))
+        transitions.append(
+            {"contact_id": contact_id, "from_stage": "" if changed_at is None else stage, "to_stage": new_stage}
+        )
+    bulk_update_rows(tenant, Contact, changes)
+    bulk_insert_rows(
+        LifecycleTransition, transitions, fixed={"tenant_id": tenant.pk, "reason": "events", "occurred_at": now},
+        returning=(),
+    )  # fmt: skip
 
 
 def _find_contacts(tenant: Tenant, wanted: dict[str, set[str]]) -> dict[tuple[str, str], int]:

@@ -115,13 +115,39 @@ def _clean_fields(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[
     return values, errors
 
 
+NUL_MESSAGE = "NUL characters (U+0000) cannot be stored."
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether a JSON value holds U+0000 anywhere: PostgreSQL's text and jsonb cannot store it."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(k) or contains_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(contains_nul(item) for item in value)
+    return False
+
+
+def _refuse_nul(
+    values: dict[str, Any], attributes: dict[str, Any], errors: dict[str, list[str]], attribute_errors: list[str]
+) -> None:
+    """Add the errors of cleaned values PostgreSQL could not store, and the attributes' errors."""
+    for name, value in values.items():  # text fields refuse NUL when cleaned; lists of tags do not
+        if isinstance(value, list) and contains_nul(value):
+            errors[name] = [NUL_MESSAGE]
+    if contains_nul(attributes):
+        attribute_errors = [*attribute_errors, NUL_MESSAGE]
+    if attribute_errors:
+        errors["attributes"] = attribute_errors
+
+
 def _clean_row(data: Any, schema: AttributeSchema) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[str]]]:
     if not isinstance(data, dict):
         return {}, {}, {"non_field_errors": ["Each contact must be a JSON object."]}
     values, errors = _clean_fields(data)
     attributes, attribute_errors = schema.clean(data.get("attributes"))
-    if attribute_errors:
-        errors["attributes"] = attribute_errors
+    _refuse_nul(values, attributes, errors, attribute_errors)
     unknown = sorted(set(data) - {*values, *errors, "attributes"})
     if unknown:
         errors["non_field_errors"] = [f"Unknown field(s): {', '.join(map(str, unknown))}."]
@@ -443,8 +469,7 @@ def contact_update(*, contact: Contact, data: dict[str, Any]) -> Contact:
     tenant = contact.tenant
     values, errors = clean_contact_fields(data)
     attributes, attribute_errors = AttributeSchema(tenant).clean(data.get("attributes"))
-    if attribute_errors:
-        errors["attributes"] = attribute_errors
+    _refuse_nul(values, attributes, errors, attribute_errors)
     for key in IDENTITY_KEYS:
         value = values.get(key)
         if value and Contact.objects.filter(tenant=tenant, **{key: value}).exclude(pk=contact.pk).exists():

@@ -30,7 +30,7 @@ from contacts.models import (
     PrivacyRequest,
     Suppression,
 )
-from contacts.normalize import normalise_email
+from contacts.normalize import normalise_email, normalise_phone
 from contacts.services import MAX_BULK_CONTACTS
 
 UNKNOWN_FIELD = "Unknown field."
@@ -357,6 +357,18 @@ class SuppressionSerializer(serializers.ModelSerializer):
 MANUAL_REASONS = [r for r in Suppression.Reason.choices if r[0] != Suppression.Reason.ERASURE]
 
 
+def normalise_address(channel: str, address: str) -> str:
+    """The form an address is suppressed (and hashed) in: the one contacts store for the channel."""
+    try:
+        if channel == Channel.EMAIL:
+            return normalise_email(address)
+        if channel in (Channel.SMS, Channel.WHATSAPP):
+            return normalise_phone(address)
+    except DjangoValidationError as error:
+        raise serializers.ValidationError({"address": error.messages}) from None
+    return address.strip()
+
+
 class SuppressionCreateSerializer(StrictSerializer):
     channel = serializers.ChoiceField(choices=Channel.choices)
     address = serializers.CharField(
@@ -364,6 +376,9 @@ class SuppressionCreateSerializer(StrictSerializer):
     )
     reason = serializers.ChoiceField(choices=MANUAL_REASONS, default=Suppression.Reason.MANUAL)
     note = serializers.CharField(max_length=200, allow_blank=True, default="")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return {**attrs, "address": normalise_address(attrs["channel"], attrs["address"])}
 
 
 class SuppressionCreatedSerializer(SuppressionSerializer):
@@ -383,9 +398,11 @@ class SuppressionFilterSerializer(serializers.Serializer):
     address = serializers.CharField(required=False, help_text="Find the suppression of this address (needs channel).")
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        if "address" in attrs and "channel" not in attrs:
+        if "address" not in attrs:
+            return attrs
+        if "channel" not in attrs:
             raise serializers.ValidationError({"channel": ["Give the channel of the address."]})
-        return attrs
+        return {**attrs, "address": normalise_address(attrs["channel"], attrs["address"])}
 
 
 # --- privacy ---------------------------------------------------------------------------------

@@ -31,13 +31,12 @@ from contacts.consent import (
 from contacts.ingest import contact_identify, events_ingest
 from contacts.models import (
     AttributeDefinition,
-    Channel,
     ConsentRecord,
     ConsentSource,
     Contact,
     Suppression,
 )
-from contacts.normalize import address_hash, normalise_email, normalise_phone
+from contacts.normalize import address_hash
 from contacts.privacy import contact_erase, contact_export
 from contacts.services import (
     attribute_define,
@@ -354,15 +353,6 @@ class IdentifyView(APIView):
 
 
 # --- suppressions --------------------------------------------------------------------------------
-def normalise_address(channel: str, address: str) -> str:
-    """The form an address is suppressed in: what contacts store for the channel."""
-    if channel == Channel.EMAIL:
-        return normalise_email(address)
-    if channel in (Channel.SMS, Channel.WHATSAPP):
-        return normalise_phone(address)
-    return address.strip()
-
-
 @extend_schema_view(
     list=extend_schema(parameters=[s.SuppressionFilterSerializer]),
     destroy=extend_schema(
@@ -383,11 +373,7 @@ class SuppressionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenan
             return queryset
         filters = parse(s.SuppressionFilterSerializer, self.request.query_params)
         if "address" in filters:
-            try:
-                address = normalise_address(filters["channel"], filters.pop("address"))
-            except DjangoValidationError as error:
-                raise serializers.ValidationError({"address": error.messages}) from None
-            queryset = queryset.filter(address_hash=address_hash(filters["channel"], address))
+            queryset = queryset.filter(address_hash=address_hash(filters["channel"], filters.pop("address")))
         return queryset.filter(**filters)
 
     @extend_schema(
@@ -397,11 +383,7 @@ class SuppressionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenan
     )
     def create(self, request: Request) -> Response:
         data = parse(s.SuppressionCreateSerializer, request.data)
-        try:
-            address = normalise_address(data["channel"], data["address"])
-        except DjangoValidationError as error:
-            raise serializers.ValidationError({"address": error.messages}) from None
-        tenant = self.tenant
+        tenant, address = self.tenant, data["address"]
         existed = Suppression.objects.filter(
             tenant=tenant, channel=data["channel"], address_hash=address_hash(data["channel"], address)
         ).exists()

@@ -100,6 +100,8 @@ def test_create_is_an_upsert_on_external_id_then_email(world: World, api_a: APIC
         ({"email": "ada@example.com", "birth_date": "2999-01-01"}, "birth_date", "between 1900 and today"),
         ({"email": "ada@example.com", "time_zone": "Mars/Olympus"}, "time_zone", "IANA"),
         ({"email": "ada@example.com", "interests": [1, 2]}, "interests", "list of text tags"),
+        ({"email": "ada@example.com", "interests": ["a\x00b"]}, "interests", "NUL characters"),
+        ({"email": "ada@example.com", "attributes": {"note": "\x00"}}, "attributes", "NUL characters"),
         ({"email": "ada@example.com", "first_name": "x" * 101}, "first_name", "At most 100"),
         ({"email": "ada@example.com", "attributes": ["plan"]}, "attributes", "Expected an object"),
         ({"email": "ada@example.com", "attributes": {"seats": "many"}}, "attributes", "seats: 'many' is not a number"),
@@ -111,6 +113,7 @@ def test_create_is_an_upsert_on_external_id_then_email(world: World, api_a: APIC
 def test_create_rejects_bad_input_with_field_and_reason(world: World, api_a: APIClient, body, field, reason):
     define(world.tenant_a, "seats", AttributeDefinition.Type.NUMBER)
     define(world.tenant_a, "vip", AttributeDefinition.Type.BOOLEAN)
+    define(world.tenant_a, "note", AttributeDefinition.Type.TEXT)
     response = api_a.post(CONTACTS, body, format="json")
     error = response.json()["error"]
     if field == "non_field_errors":

@@ -14,7 +14,7 @@ from django.db.models import Sum
 from rest_framework.test import APIClient
 
 from contacts.ingest import events_ingest
-from contacts.models import Contact, Event, EventDailyRollup, LifecycleStage
+from contacts.models import Contact, Event, EventDailyRollup, LifecycleStage, LifecycleTransition
 from tenants.context import tenant_context
 from tests.conftest import World, api_client
 
@@ -67,6 +67,9 @@ def test_a_single_event_is_stored_once(world: World, api_a: APIClient):
         ({"event": "page_view", "external_id": "u-1", "occurred_at": "yesterday"}, "occurred_at"),
         ({"event": "page_view", "external_id": "u-1", "occurred_at": "2999-01-01T00:00:00Z"}, "occurred_at"),
         ({"event": "page_view", "external_id": "u-1", "occurred_at": 1700000000}, "occurred_at"),
+        ({"event": "page_view", "external_id": "u-1", "occurred_at": "2026-13-01T25:61:00Z"}, "occurred_at"),
+        ({"event": "page_view", "external_id": "u-1", "properties": {"note": "a\x00b"}}, "properties"),
+        ({"event": "page_view", "external_id": "u\x00-1"}, "external_id"),
         ({"event": "page_view"}, "contact"),
         ({"event": "", "external_id": "u-1"}, "event"),
         ({"event": ["page_view"], "external_id": "u-1"}, "event"),
@@ -149,7 +152,12 @@ def test_the_same_batch_twice_is_all_duplicates_and_counts_once(world: World, ap
         revenue = Contact.objects.aggregate(total=Sum("total_revenue"))["total"]
     assert orders == {"u-0": 10, "u-1": 10, "u-2": 10} and revenue == Decimal("1800.00")
     with tenant_context(world.tenant_a.id):
-        assert Contact.objects.get(external_id="u-0").lifecycle_stage == LifecycleStage.LOYAL_ADVOCATE
+        u0 = Contact.objects.get(external_id="u-0")
+        assert u0.lifecycle_stage == LifecycleStage.LOYAL_ADVOCATE
+        history = LifecycleTransition.objects.filter(contact=u0).order_by("occurred_at", "id")
+        assert [(t.from_stage, t.to_stage, t.reason) for t in history] == [
+            ("", "lead", "first seen"), ("lead", "loyal_advocate", "events"),
+        ]  # fmt: skip
 
 
 def test_batch_size_and_shape_are_checked(world: World, api_a: APIClient):
