@@ -73,6 +73,33 @@ def _validate(tenant: Tenant, channel: str, purpose: str, status: str, evidence:
         raise ValidationError(errors)
 
 
+def _ledger_row(
+    contact: Contact,
+    channel: str,
+    purpose: str,
+    status: str,
+    evidence: ConsentEvidence,
+    actor: Actor,
+    occurred_at: dt.datetime,
+) -> ConsentRecord:
+    """An unsaved ledger row carrying the evidence and the actor."""
+    return ConsentRecord(
+        tenant_id=contact.tenant_id,
+        contact=contact,
+        channel=channel,
+        purpose=purpose,
+        status=status,
+        legal_basis=evidence.legal_basis,
+        source=evidence.source,
+        wording=evidence.wording,
+        wording_version=evidence.wording_version,
+        ip_address=evidence.ip_address,
+        user_agent=evidence.user_agent[:500],
+        actor=actor.label,
+        occurred_at=occurred_at,
+    )
+
+
 @transaction.atomic
 def consent_change(
     *,
@@ -90,21 +117,8 @@ def consent_change(
     tenant = contact.tenant
     _validate(tenant, channel, purpose, status, evidence)
     occurred_at = occurred_at or timezone.now()
-    record = ConsentRecord.objects.create(
-        tenant=tenant,
-        contact=contact,
-        channel=channel,
-        purpose=purpose,
-        status=status,
-        legal_basis=evidence.legal_basis,
-        source=evidence.source,
-        wording=evidence.wording,
-        wording_version=evidence.wording_version,
-        ip_address=evidence.ip_address,
-        user_agent=evidence.user_agent[:500],
-        actor=actor.label,
-        occurred_at=occurred_at,
-    )
+    record = _ledger_row(contact, channel, purpose, status, evidence, actor, occurred_at)
+    record.save()
     state = ConsentState.objects.filter(tenant=tenant, contact=contact, channel=channel, purpose=purpose).first()
     # The state follows the newest record by time (a late-arriving old import does not win).
     if state is None:
@@ -154,24 +168,7 @@ def consents_grant_new(
         return []
     now = timezone.now()
     records = ConsentRecord.objects.bulk_create(
-        [
-            ConsentRecord(
-                tenant=tenant,
-                contact=contact,
-                channel=channel,
-                purpose=purpose,
-                status=ConsentStatus.GRANTED,
-                legal_basis=evidence.legal_basis,
-                source=evidence.source,
-                wording=evidence.wording,
-                wording_version=evidence.wording_version,
-                ip_address=evidence.ip_address,
-                user_agent=evidence.user_agent[:500],
-                actor=actor.label,
-                occurred_at=now,
-            )
-            for contact in contacts
-        ],
+        [_ledger_row(c, channel, purpose, ConsentStatus.GRANTED, evidence, actor, now) for c in contacts],
         batch_size=1000,
     )
     ConsentState.objects.bulk_create(

@@ -70,11 +70,16 @@ def _time_zone_names() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones())
 
 
+@functools.cache
+def _country_codes() -> frozenset[str]:
+    return frozenset(code for code, _ in countries)
+
+
 def _country(value: Any, field: ContactField) -> str:
     code = _text(value, field).upper()
     if not code:
         return ""
-    if code not in dict(countries):
+    if code not in _country_codes():
         by_name = countries.by_name(str(value).strip())
         if not by_name:
             raise ValidationError(f"{value!r} is not an ISO 3166 country code.", code="invalid_country")

@@ -77,8 +77,7 @@ NEW_CONTACT_DEFAULTS: dict[str, Any] = {"external_id": "", "email": "", "attribu
 EXISTING_COLUMNS = ("id", "external_id", "email", "attributes", "lifecycle_changed_at")
 # Cleaning is a pure function of field and value, and most values repeat across contacts (countries,
 # cities, names, job roles, tag lists), so a bulk upsert cleans each distinct value once per process.
-# (contacts/fields.py rebuilds the country table and lists the zoneinfo files on every call.) The
-# identities rarely repeat: they are cleaned every time.
+# The identities rarely repeat: they are cleaned every time.
 UNCACHED_FIELDS = frozenset({"external_id", "email", "phone"})
 
 

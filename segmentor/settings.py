@@ -234,6 +234,11 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "ConsentStatusEnum": "contacts.models.ConsentStatus",
+        "SuppressionReasonEnum": "contacts.models.Suppression.Reason",
+        "ImportStatusEnum": "contacts.models.ImportJob.Status",
+    },
 }
 
 # --- Celery -----------------------------------------------------------------

@@ -121,7 +121,6 @@ class ContactViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantVie
     model = Contact
     serializer_class = s.ContactSerializer
     lookup_url_kwarg = "contact_id"
-    lookup_value_regex = r"\d+"
 
     def scope_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.action != "list":
@@ -366,7 +365,6 @@ class SuppressionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Tenan
     model = Suppression
     serializer_class = s.SuppressionSerializer
     lookup_url_kwarg = "suppression_id"
-    lookup_value_regex = r"\d+"
 
     def scope_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
         if self.action != "list":
@@ -418,7 +416,6 @@ class AttributeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantV
     model = AttributeDefinition
     serializer_class = s.AttributeDefinitionSerializer
     lookup_url_kwarg = "attribute_id"
-    lookup_value_regex = r"\d+"
 
     def create(self, request: Request) -> Response:
         data = parse(s.AttributeCreateSerializer, request.data)

@@ -21,6 +21,7 @@ class TenantScopedAPIMixin:
 
     model: ClassVar[type[models.Model]]
     request: Any
+    lookup_value_regex = r"\d+"  # ids are integers: /contacts/abc/ is a 404 from the router
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
