@@ -315,6 +315,7 @@ class PrivacyRequest(TenantOwnedModel):
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta(TenantOwnedModel.Meta):
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="privacy_request_tenant_time")]
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
@@ -354,6 +355,7 @@ class ImportJob(TenantOwnedModel):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta(TenantOwnedModel.Meta):
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="import_tenant_time")]
         ordering = ["-created_at"]
 
     def __str__(self) -> str:

@@ -118,7 +118,9 @@ class TenantOwnedModel(models.Model):
     ``all_tenants`` is for platform code only (the admin, migrations).
     """
 
-    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: every tenant-owned table has a composite index or unique constraint
+    # that leads with tenant_id, and a redundant index would slow every insert into big tables.
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="+", db_index=False)
 
     objects: ClassVar[TenantManager[Any]] = TenantManager()
     all_tenants: ClassVar[models.Manager[Any]] = models.Manager()
@@ -163,6 +165,7 @@ class Invitation(TenantOwnedModel):
                 name="invitation_unique_open_email",
             )
         ]
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="invitation_tenant_time")]
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
