@@ -1,7 +1,7 @@
 """Every write to contacts: upserts (single and bulk), edits and attribute definitions.
 
-The bulk paths write through ``bulk_insert_rows`` / ``bulk_update_rows`` (one statement per
-batch, see "bulk SQL" below), which event ingest uses too.
+The bulk paths write through ``contacts.bulk_sql`` (one statement per batch), as event ingest
+and lifecycle refreshes do.
 
 Events live in contacts/ingest.py, consent and suppression in contacts/consent.py,
 export, erasure and retention in contacts/privacy.py.
@@ -14,14 +14,14 @@ import functools
 import json
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, models, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from contacts.bulk_sql import JSON_TEXT_ARRAY, bulk_insert_rows, bulk_update_rows, rows_json
 from contacts.fields import FIELDS_BY_NAME, IDENTITY_KEYS, AttributeSchema, clean_contact_fields
 from contacts.lifecycle import derive_stage, lifecycle_refresh
 from contacts.models import AttributeDefinition, Contact, LifecycleTransition
@@ -295,161 +295,6 @@ def _insert_new_contacts(tenant: Tenant, new: list[_Target], now: dt.datetime) -
                "occurred_at": now},
         returning=(),
     )  # fmt: skip
-
-
-# --- bulk SQL ------------------------------------------------------------------------------
-# Django's bulk_update builds a CASE WHEN per row and field (the database then compares every
-# row with every WHEN), bulk_create prepares every field of every model instance, and psycopg
-# renders list parameters element by element in Python. On PostgreSQL these helpers send a
-# whole batch as one JSON document that the server unpacks with json_to_recordset; elsewhere
-# (the embedded SQLite default: demo-sized data) they fall back to multi-row VALUES.
-SQLITE_CHUNK = 200  # rows per multi-row VALUES statement (SQLite allows 32,766 parameters)
-# A list of strings sent as one JSON parameter, as an array for `= ANY(...)`.
-JSON_TEXT_ARRAY = "ARRAY(SELECT json_array_elements_text(%s::json))"
-# Join the rows of a recordset to the table by primary key, tenant included. The tenant is a join
-# column rather than a constant: with a constant the planner may think the tenant small (stale
-# statistics after a big load) and scan it once per record; joined, it looks each record up.
-MATCH_RECORD = "{table}.id = {record}.id AND {table}.tenant_id = {record}.tenant_id"
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()  # full precision (DjangoJSONEncoder cuts microseconds)
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-_ROWS_JSON = json.JSONEncoder(default=_json_default, ensure_ascii=False, separators=(",", ":"))
-
-
-def rows_json(rows: Any) -> str:
-    """Serialise rows for json_to_recordset (and ``json_array_elements``)."""
-    return _ROWS_JSON.encode(rows)
-
-
-def _sql_type(field: models.Field[Any, Any]) -> str:
-    if isinstance(field, models.JSONField):
-        return "jsonb"
-    return str(field.db_type(connection))  # a ForeignKey answers with its target's type
-
-
-def _recordset(fields: list[models.Field[Any, Any]], *extra: str) -> str:
-    """``json_to_recordset(%s::json) AS r(...)`` with a column per field (and ``extra`` definitions)."""
-    quote = connection.ops.quote_name
-    columns = [f"{quote(f.attname)} {_sql_type(f)}" for f in fields] + list(extra)
-    return f"json_to_recordset(%s::json) AS r({', '.join(columns)})"
-
-
-def _scalar(field: models.Field[Any, Any], value: Any) -> tuple[str, Any]:
-    """A constant column: its SQL and its parameter."""
-    if isinstance(field, models.JSONField):
-        return "%s::jsonb", rows_json(value)
-    return f"%s::{_sql_type(field)}", field.get_db_prep_save(value, connection)
-
-
-def bulk_insert_rows(
-    model: type[models.Model],
-    rows: list[dict[str, Any]],
-    *,
-    fixed: dict[str, Any],
-    ignore_conflicts: bool = False,
-    returning: tuple[str, ...] = ("id",),
-) -> list[tuple[Any, ...]]:
-    """INSERT ``rows`` (attname → value); ``fixed`` applies to every row; other columns get their defaults.
-
-    Returns the ``returning`` columns of the rows inserted (with ``ignore_conflicts``, rows
-    that conflicted with a unique constraint are left out). Match them by content.
-    """
-    if not rows:
-        return []
-    all_fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    defaults = {f.attname: fixed[f.attname] if f.attname in fixed else f.get_default() for f in all_fields}
-    quote = connection.ops.quote_name
-    head = f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in all_fields)}) "
-    tail = (" ON CONFLICT DO NOTHING" if ignore_conflicts else "") + (
-        f" RETURNING {', '.join(quote(name) for name in returning)}" if returning else ""
-    )
-    if connection.vendor != "postgresql":
-        return _insert_values(all_fields, rows, defaults, head, tail, bool(returning))
-    names: set[str] = set().union(*rows)
-    varying = [f for f in all_fields if f.attname in names]
-    select: list[str] = []
-    params: list[Any] = []
-    for column in all_fields:
-        if column.attname in names:
-            select.append(f"r.{quote(column.attname)}")
-        else:
-            sql, param = _scalar(column, defaults[column.attname])
-            select.append(sql)
-            params.append(param)
-    fill = {name: defaults[name] for name in names}
-    records = [row if len(row) == len(names) else {**fill, **row} for row in rows]
-    source = _recordset(varying) if varying else "generate_series(1, %s) AS r"
-    params.append(rows_json(records) if varying else len(rows))
-    with connection.cursor() as cursor:
-        cursor.execute(f"{head}SELECT {', '.join(select)} FROM {source}{tail}", params)
-        return [tuple(r) for r in cursor.fetchall()] if returning else []
-
-
-def _insert_values(
-    fields: list[models.Field[Any, Any]],
-    rows: list[dict[str, Any]],
-    defaults: dict[str, Any],
-    head: str,
-    tail: str,
-    returning: bool,
-) -> list[tuple[Any, ...]]:
-    """bulk_insert_rows with multi-row VALUES, for databases other than PostgreSQL."""
-    row_sql = f"({', '.join(['%s'] * len(fields))})"
-    out: list[tuple[Any, ...]] = []
-    for start in range(0, len(rows), SQLITE_CHUNK):
-        chunk = rows[start : start + SQLITE_CHUNK]
-        params = [
-            f.get_db_prep_save(row.get(f.attname, defaults[f.attname]), connection) for row in chunk for f in fields
-        ]
-        with connection.cursor() as cursor:
-            cursor.execute(f"{head}VALUES {', '.join([row_sql] * len(chunk))}{tail}", params)
-            if returning:
-                out += [tuple(r) for r in cursor.fetchall()]
-    return out
-
-
-def bulk_update_rows(tenant: Tenant, model: type[models.Model], rows: list[tuple[int, dict[str, Any]]]) -> None:
-    """Set the given columns of each (id, {attname: value}) row of the tenant's ``model``, in one statement.
-
-    Rows may set different columns; each keeps the columns it does not name.
-    """
-    if not rows:
-        return
-    # One lock order for every batch, so concurrent batches wait for each other instead of deadlocking.
-    rows = sorted(rows, key=lambda row: row[0])
-    if connection.vendor != "postgresql":  # the embedded SQLite default: small data, plain updates
-        for row_id, values in rows:
-            model._base_manager.filter(tenant=tenant, pk=row_id).update(**values)
-        return
-    names = sorted({name for _, values in rows for name in values})
-    fields = [cast("models.Field[Any, Any]", model._meta.get_field(name)) for name in names]
-    uniform = all(len(values) == len(names) for _, values in rows)
-    quote = connection.ops.quote_name
-    assignments = []
-    for f in fields:
-        value = f"r.{quote(f.attname)}"
-        if not uniform:  # _given_columns lists the columns the row sets
-            value = f"CASE WHEN r._given_columns ? '{f.attname}' THEN {value} ELSE t.{quote(f.column)} END"
-        assignments.append(f"{quote(f.column)} = {value}")
-    records = [{"id": row_id, "tenant_id": tenant.pk, **values} for row_id, values in rows]
-    if not uniform:
-        for record, (_, values) in zip(records, rows, strict=True):
-            record["_given_columns"] = list(values)
-    keys = [cast("models.Field[Any, Any]", model._meta.get_field(name)) for name in ("id", "tenant_id")]
-    recordset = _recordset([*keys, *fields], *([] if uniform else ["_given_columns jsonb"]))
-    sql = (
-        f"UPDATE {quote(model._meta.db_table)} AS t SET {', '.join(assignments)} FROM {recordset} "
-        f"WHERE {MATCH_RECORD.format(table='t', record='r')}"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [rows_json(records)])
 
 
 def contact_upsert(*, tenant: Tenant, data: dict[str, Any]) -> tuple[Contact, bool]:
