@@ -17,6 +17,7 @@ from contacts.models import AttributeDefinition, Channel, ConsentStatus, Contact
 from contacts.normalize import normalise_email, normalise_phone
 from contacts.selectors import EMAIL_CONSENT_ANY, ContactFilters, Cursor, TimeCursor, country_choices, purpose_label
 from tenants.models import Tenant
+from tenants.web import add_service_errors
 
 ATTRIBUTE_PREFIX = "attr_"
 # Device tokens come from the app SDKs through the API; a person does not type them.
@@ -56,12 +57,7 @@ class ServiceForm(forms.Form):
     """A form whose input a service checks: shows the service's ValidationError by field where it names one."""
 
     def add_service_errors(self, error: ValidationError) -> None:
-        if not hasattr(error, "error_dict"):
-            self.add_error(None, error)
-            return
-        for name, errors in error.error_dict.items():
-            for message in ValidationError(errors).messages:
-                self.add_error(self.field_for_error(name, message), message)
+        add_service_errors(self, error, self.field_for_error)
 
     def field_for_error(self, name: str, message: str) -> str | None:
         return name if name in self.fields else None

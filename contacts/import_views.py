@@ -20,7 +20,7 @@ from contacts.export import contacts_export_csv
 from contacts.fields import AttributeSchema
 from contacts.models import Channel, ImportJob
 from tenants.roles import Permission
-from tenants.web import TenantView
+from tenants.web import TenantView, add_service_errors
 
 # Multipart framing and the CSRF field around the file: a request this much over the limit
 # is refused from its Content-Length alone, before a byte of the body is read.
@@ -89,14 +89,6 @@ def _initial_mapping(proposal: importer.MappingProposal, headers: list[str]) -> 
         consent_wording=proposal.consent_wording,
     )
     return initial
-
-
-def _add_errors(form: forms.BaseForm, error: ValidationError) -> None:
-    if hasattr(error, "error_dict"):
-        for name, errors in error.error_dict.items():
-            form.add_error(name if name in form.fields else None, errors)
-    else:
-        form.add_error(None, error)
 
 
 # --- upload -------------------------------------------------------------------------------
@@ -211,7 +203,7 @@ class ImportMapView(TenantView):
                     acting=self.membership,
                 )
             except ValidationError as error:
-                _add_errors(form, error)
+                add_service_errors(form, error)
             else:
                 return redirect("contacts:import_preview", tenant_slug=self.tenant.slug, import_id=job.pk)
         return self._render(job, form, None, status=400)

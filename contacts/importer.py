@@ -40,7 +40,7 @@ from pathlib import PurePath
 from typing import IO, Any
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
@@ -131,11 +131,6 @@ def too_large_message(size: int, limit: int, *, approximate: bool = False) -> st
         f"The file is too large: {about}{describe_size(size)}, and imports take at most {describe_size(limit)}. "
         "Split it into smaller files and import them one after another."
     )
-
-
-def _require(acting: Membership, permission: Permission) -> None:
-    if not acting.allows(permission):
-        raise PermissionDenied(f"Your role ({acting.get_role_display()}) may not do this.")
 
 
 # --- reading the file ---------------------------------------------------------------------
@@ -484,7 +479,7 @@ def import_set_mapping(
     acting: Membership,
 ) -> ImportJob:
     """Validate and save the column mapping and the consent a consent column grants."""
-    _require(acting, Permission.EDIT_CONTENT)
+    acting.require(Permission.EDIT_CONTENT)
     if job.status != ImportJob.Status.UPLOADED:
         raise ValidationError("This import has already started; its mapping can no longer change.")
     targets = mapping_targets(AttributeSchema(job.tenant))
@@ -701,7 +696,7 @@ def import_sample(*, job: ImportJob, limit: int = 3) -> dict[str, list[str]]:
 # --- upload, start, restart -----------------------------------------------------------------
 def import_upload(*, tenant: Tenant, upload: UploadedFile, acting: Membership) -> tuple[ImportJob, CsvLayout]:
     """Check and store an uploaded CSV file; raise ValidationError with a clear message."""
-    _require(acting, Permission.EDIT_CONTENT)
+    acting.require(Permission.EDIT_CONTENT)
     limit = max_upload_bytes()
     if upload.size is not None and upload.size > limit:
         raise ValidationError(too_large_message(upload.size, limit), code="too_large")
@@ -731,7 +726,7 @@ def _enqueue(job: ImportJob) -> None:
 
 def import_start(*, job: ImportJob, acting: Membership) -> ImportJob:
     """Queue a mapped import; the task starts after the transaction commits."""
-    _require(acting, Permission.EDIT_CONTENT)
+    acting.require(Permission.EDIT_CONTENT)
     if not job.mapping:
         raise ValidationError("Map the columns before starting the import.")
     if not ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.UPLOADED).update(status=ImportJob.Status.QUEUED):
@@ -755,7 +750,7 @@ def can_restart(job: ImportJob, now: dt.datetime | None = None) -> bool:
 
 def import_restart(*, job: ImportJob, acting: Membership) -> ImportJob:
     """Run a finished, failed or stalled import again from the start (upserts make this safe)."""
-    _require(acting, Permission.EDIT_CONTENT)
+    acting.require(Permission.EDIT_CONTENT)
     now = timezone.now()
     restartable = Q(status__in=[ImportJob.Status.DONE, ImportJob.Status.FAILED]) | Q(
         status=ImportJob.Status.RUNNING, started_at__lt=now - RESTART_RUNNING_AFTER

@@ -5,7 +5,7 @@ from datetime import time
 from typing import Any, ClassVar
 
 from django.contrib.auth.models import AbstractBaseUser, PermissionsMixin
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.urls import reverse
@@ -144,6 +144,11 @@ class Membership(TenantOwnedModel):
 
     def allows(self, permission: Permission) -> bool:
         return role_allows(self.role, permission)
+
+    def require(self, permission: Permission) -> None:
+        """Raise PermissionDenied unless this member's role allows ``permission``."""
+        if not self.allows(permission):
+            raise PermissionDenied(f"Your role ({self.get_role_display()}) may not do this.")
 
 
 class Invitation(TenantOwnedModel):

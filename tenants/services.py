@@ -23,11 +23,6 @@ API_KEY_PREFIX = "sgm_"
 INVITATION_SALT = "tenants.invitation"
 
 
-def _require(membership: Membership, permission: Permission) -> None:
-    if not membership.allows(permission):
-        raise PermissionDenied(f"Your role ({membership.get_role_display()}) may not do this.")
-
-
 def _unique_slug(name: str) -> str:
     base = slugify(name)[:50] or "workspace"
     slug, n = base, 1
@@ -55,7 +50,7 @@ def tenant_create(*, name: str, owner: User, time_zone: str = "UTC") -> Tenant:
 @transaction.atomic
 def tenant_update(*, tenant: Tenant, acting: Membership, data: dict[str, Any]) -> Tenant:
     """Change a tenant's settings (admins and owners)."""
-    _require(acting, Permission.MANAGE_TENANT)
+    acting.require(Permission.MANAGE_TENANT)
     for field, value in data.items():
         if field not in TENANT_SETTINGS_FIELDS:
             raise ValidationError({field: "This setting cannot be changed."})
@@ -72,7 +67,7 @@ def tenant_update(*, tenant: Tenant, acting: Membership, data: dict[str, Any]) -
 @transaction.atomic
 def tenant_delete(*, tenant: Tenant, acting: Membership, confirm_slug: str) -> None:
     """Delete a tenant and everything it owns (owners only, confirmed by typing the slug)."""
-    _require(acting, Permission.DELETE_TENANT)
+    acting.require(Permission.DELETE_TENANT)
     if confirm_slug != tenant.slug:
         raise ValidationError({"confirm_slug": "Type the workspace's slug exactly to confirm."})
     with tenant_context(tenant.id):
@@ -87,7 +82,7 @@ def _owner_count(tenant: Tenant) -> int:
 @transaction.atomic
 def membership_change_role(*, membership: Membership, role: str, acting: Membership) -> Membership:
     """Give a member another role; only owners touch the owner role; one owner must remain."""
-    _require(acting, Permission.MANAGE_TENANT)
+    acting.require(Permission.MANAGE_TENANT)
     if role not in Role.values:
         raise ValidationError({"role": f"{role!r} is not a role."})
     touches_owner = Role.OWNER in (role, membership.role)
@@ -109,7 +104,7 @@ def membership_change_role(*, membership: Membership, role: str, acting: Members
 def membership_remove(*, membership: Membership, acting: Membership) -> None:
     """Remove a member; members may also leave on their own."""
     if membership.pk != acting.pk:
-        _require(acting, Permission.MANAGE_TENANT)
+        acting.require(Permission.MANAGE_TENANT)
         if membership.role == Role.OWNER and acting.role != Role.OWNER:
             raise PermissionDenied("Only an owner may remove an owner.")
     if membership.role == Role.OWNER and _owner_count(membership.tenant) <= 1:
@@ -141,7 +136,7 @@ def invitation_create(*, tenant: Tenant, email: str, role: str, acting: Membersh
     """Invite someone by email; the email is sent after commit."""
     from tenants.tasks import send_invitation
 
-    _require(acting, Permission.MANAGE_TENANT)
+    acting.require(Permission.MANAGE_TENANT)
     email = email.strip().lower()
     if role == Role.OWNER and acting.role != Role.OWNER:
         raise PermissionDenied("Only an owner may invite another owner.")
@@ -169,7 +164,7 @@ def invitation_create(*, tenant: Tenant, email: str, role: str, acting: Membersh
 
 @transaction.atomic
 def invitation_revoke(*, invitation: Invitation, acting: Membership) -> None:
-    _require(acting, Permission.MANAGE_TENANT)
+    acting.require(Permission.MANAGE_TENANT)
     if invitation.is_open:
         invitation.revoked_at = timezone.now()
         invitation.save(update_fields=["revoked_at"])
@@ -207,7 +202,7 @@ def api_key_hash(raw_key: str) -> str:
 @transaction.atomic
 def api_key_create(*, tenant: Tenant, name: str, scope: str, acting: Membership) -> tuple[ApiKey, str]:
     """Create a key and return it with its secret, which is never shown again."""
-    _require(acting, Permission.MANAGE_TENANT)
+    acting.require(Permission.MANAGE_TENANT)
     if scope not in ApiKey.Scope.values:
         raise ValidationError({"scope": f"{scope!r} is not a scope."})
     if not name.strip():
@@ -232,7 +227,7 @@ def api_key_create(*, tenant: Tenant, name: str, scope: str, acting: Membership)
 def api_key_revoke(*, api_key: ApiKey, actor: Actor, acting: Membership | None = None) -> None:
     """Revoke a key at once (from the UI by an admin, or through the API with a write key)."""
     if acting is not None:
-        _require(acting, Permission.MANAGE_TENANT)
+        acting.require(Permission.MANAGE_TENANT)
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])

@@ -5,7 +5,6 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.forms import BaseForm
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -25,16 +24,7 @@ from tenants.forms import (
 )
 from tenants.models import ApiKey, Invitation, Membership
 from tenants.roles import ROLE_PERMISSIONS, Permission, Role
-from tenants.web import TenantView
-
-
-def _add_errors(form: BaseForm, error: ValidationError) -> None:
-    """Show a service's ValidationError on the form, by field where it names one."""
-    if hasattr(error, "error_dict"):
-        for field, errors in error.error_dict.items():
-            form.add_error(field if field in form.fields else None, errors)
-    else:
-        form.add_error(None, error)
+from tenants.web import TenantView, add_service_errors
 
 
 @login_required
@@ -63,7 +53,7 @@ class TenantCreateView(View):
                     time_zone=form.cleaned_data["time_zone"],
                 )
             except ValidationError as error:
-                _add_errors(form, error)
+                add_service_errors(form, error)
             else:
                 messages.success(request, f"Workspace “{tenant.name}” created.")
                 return redirect(tenant.get_absolute_url())
@@ -88,7 +78,7 @@ class SettingsView(TenantView):
             try:
                 services.tenant_update(tenant=self.tenant, acting=self.membership, data=form.cleaned_data)
             except ValidationError as error:
-                _add_errors(form, error)
+                add_service_errors(form, error)
             else:
                 messages.success(request, "Settings saved.")
                 return redirect("tenants:settings", tenant_slug=self.tenant.slug)
@@ -120,7 +110,7 @@ class MembersView(TenantView):
                     acting=self.membership,
                 )
             except ValidationError as error:
-                _add_errors(form, error)
+                add_service_errors(form, error)
             else:
                 messages.success(request, f"Invitation sent to {invitation.email}.")
                 return redirect("tenants:members", tenant_slug=self.tenant.slug)
@@ -220,7 +210,7 @@ class ApiKeysView(TenantView):
                     acting=self.membership,
                 )
             except ValidationError as error:
-                _add_errors(form, error)
+                add_service_errors(form, error)
             else:
                 request.session[self.NEW_KEY_SESSION] = {
                     "tenant_id": self.tenant.pk,
@@ -270,7 +260,7 @@ class TenantDeleteView(TenantView):
                     tenant=self.tenant, acting=self.membership, confirm_slug=form.cleaned_data["confirm_slug"]
                 )
             except ValidationError as error:
-                _add_errors(form, error)
+                add_service_errors(form, error)
             else:
                 request.session.pop("last_tenant", None)
                 messages.success(request, f"Workspace “{name}” and all its data were deleted.")
