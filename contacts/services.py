@@ -78,7 +78,10 @@ EXISTING_COLUMNS = ("id", "external_id", "email", "attributes", "lifecycle_chang
 # Cleaning is a pure function of field and value, and most values repeat across contacts (countries,
 # cities, names, job roles, tag lists), so a bulk upsert cleans each distinct value once per process.
 # The identities rarely repeat: they are cleaned every time.
-UNCACHED_FIELDS = frozenset({"external_id", "email", "phone"})
+# Dates are checked against today, so their result must not outlive the day.
+UNCACHED_FIELDS = frozenset(
+    {"external_id", "email", "phone", *(f.name for f in FIELDS_BY_NAME.values() if f.type == "date")}
+)
 
 
 @functools.lru_cache(maxsize=16_384)
