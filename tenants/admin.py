@@ -9,14 +9,15 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db import models
 from django.http import HttpRequest
 
-from tenants.models import ApiKey, Invitation, Membership, Tenant, TenantOwnedModel, User
+from tenants.models import ApiKey, Invitation, Membership, Tenant, User
 
 
 class PlatformAdmin(admin.ModelAdmin):
     """Base for tenant-owned models: lists every tenant's rows, filters by tenant.
 
     The TenantMiddleware gives staff platform access in /admin/, so row-level
-    security lets these queries through.
+    security lets these queries through, and the scoped default manager (which
+    Django uses for foreign-key choices) spans every tenant there.
     """
 
     list_filter: ClassVar[Any] = ("tenant",)
@@ -24,12 +25,6 @@ class PlatformAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> models.QuerySet[Any]:
         return self.model.all_tenants.all()
-
-    def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
-        related = db_field.remote_field.model
-        if issubclass(related, TenantOwnedModel) and "queryset" not in kwargs:
-            kwargs["queryset"] = related.all_tenants.all()
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 @admin.register(User)
