@@ -19,4 +19,7 @@ class PeriodicTaskSpec:
 PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
     PeriodicTaskSpec(name="Expire stale invitations", task="tenants.tasks.expire_invitations", crontab="17 3 * * *"),
     PeriodicTaskSpec(name="Apply event retention", task="contacts.tasks.apply_retention_all", crontab="41 2 * * *"),
+    PeriodicTaskSpec(
+        name="Apply stale event backlog", task="contacts.tasks.apply_event_backlog_all", crontab="* * * * *"
+    ),
 )

@@ -1,0 +1,521 @@
+"""Compile a valid rule tree into one parameterised query over the tenant's contacts.
+
+Everything goes through the ORM: conditions on the contact row are lookups, the rest
+are ``Exists`` or ``IN (subquery)`` over the rollups, the consent state, the RFM scores
+and other segments' members. Names of fields come from the registry (segments/rules.py),
+never from the tree; values and JSON keys are always parameters.
+
+Semantics (docs/segments.md): every condition is true or false for every contact (a
+missing value makes a positive condition false, so its negation is true); days are UTC
+days; "within the last N days" is today and the N-1 days before it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import (
+    Avg,
+    Count,
+    Exists,
+    F,
+    IntegerField,
+    JSONField,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    lookups,
+)
+from django.db.models.fields.json import KeyTextTransform, KeyTransform, KeyTransformExact
+from django.db.models.functions import Cast, Coalesce, Concat, ExtractDay, ExtractMonth, Substr
+from django.utils import timezone
+
+from contacts.models import ConsentState, Contact, Event, EventDailyRollup, LifecycleTransition, Suppression
+from segments.expressions import JsonArrayHasAny, JsonArrayLength, JsonNumber, Sha256Hex
+from segments.models import RfmScore, SegmentMember
+from segments.rules import (
+    CONTACT_FIELD_SPECS_BY_NAME,
+    ENGAGEMENT_ACTIONS,
+    GROUP_KEYS,
+    SUPPRESSION_ADDRESS,
+    parse_day,
+)
+
+NOTHING = Q(pk__in=[])
+AGGREGATES: dict[str, Callable[..., Any]] = {"sum": Sum, "avg": Avg, "min": Min, "max": Max}
+COMPARISONS = {"eq": "exact", "gt": "gt", "gte": "gte", "lt": "lt", "lte": "lte"}
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a compilation depends on besides the tree: the tenant, the clock, and (for
+    real-time updates) the few contacts being evaluated, which every subquery is narrowed to."""
+
+    tenant_id: int
+    attributes: dict[str, str] = field(default_factory=dict)  # custom attribute key → value type
+    now: dt.datetime = field(default_factory=timezone.now)
+    contact_ids: tuple[int, ...] | None = None
+
+    @property
+    def today(self) -> dt.date:
+        return self.now.astimezone(dt.UTC).date()
+
+    def days_ago(self, days: int) -> dt.date:
+        """The first day of "the last ``days`` days" (today counts as one)."""
+        return self.today - dt.timedelta(days=days - 1)
+
+    def narrow(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.contact_ids is None:
+            return queryset
+        return queryset.filter(contact_id__in=self.contact_ids)
+
+
+def day_start(day: dt.date) -> dt.datetime:
+    return dt.datetime.combine(day, dt.time.min, tzinfo=dt.UTC)
+
+
+def compile_rules(rules: dict[str, Any], ctx: Context) -> Q:
+    """Return the Q that selects the contacts matching a validated tree."""
+    return _node(rules, ctx)
+
+
+def matching_contacts(rules: dict[str, Any], ctx: Context) -> QuerySet[Contact]:
+    """The tenant's contacts (not erased) that match ``rules``, as one lazy query."""
+    contacts = Contact.objects.filter(tenant_id=ctx.tenant_id, erased_at__isnull=True)
+    if ctx.contact_ids is not None:
+        contacts = contacts.filter(pk__in=ctx.contact_ids)
+    return contacts.filter(compile_rules(rules, ctx))
+
+
+def _node(node: dict[str, Any], ctx: Context) -> Q:
+    for key in GROUP_KEYS:
+        if key in node:
+            children = [_node(child, ctx) for child in node[key]]
+            if key == "all":
+                return _combine(children, Q.AND) if children else Q()
+            if not children:
+                return NOTHING if key == "any" else Q()
+            any_of = _combine(children, Q.OR)
+            return any_of if key == "any" else ~any_of
+    return CONDITIONS[node["type"]](node, ctx)
+
+
+def _combine(parts: Sequence[Q], connector: str) -> Q:
+    return Q(*parts, _connector=connector) if len(parts) > 1 else parts[0]
+
+
+LOOKUPS: dict[str, type[lookups.Lookup[Any]]] = {
+    "exact": lookups.Exact, "in": lookups.In, "gt": lookups.GreaterThan, "gte": lookups.GreaterThanOrEqual,
+    "lt": lookups.LessThan, "lte": lookups.LessThanOrEqual, "isnull": lookups.IsNull,
+    "icontains": lookups.IContains, "istartswith": lookups.IStartsWith,
+}  # fmt: skip
+
+
+def _lookup(lhs: Any, name: str, rhs: Any) -> Q:
+    """``lhs <name> rhs`` as a Q: a keyword lookup for a column, a lookup expression otherwise
+    (JSON keys are never spliced into a lookup string)."""
+    if isinstance(lhs, F):
+        return Q(**{f"{lhs.name}__{name}": rhs})
+    return Q(LOOKUPS[name](lhs, rhs))
+
+
+def _negative(op: str) -> tuple[str, bool]:
+    """Map a negative operator to its positive twin: ("neq" → ("eq", True))."""
+    twins = {"neq": "eq", "not_in": "in", "not_contains": "contains", "contains_none": "contains_any"}
+    return (twins[op], True) if op in twins else (op, False)
+
+
+# --- conditions on the contact row -----------------------------------------------------------
+def _field(node: dict[str, Any], ctx: Context) -> Q:
+    spec = CONTACT_FIELD_SPECS_BY_NAME[node["field"]]
+    op, value = node["op"], node.get("value")
+    column = spec.db_column
+    if spec.type == "age":
+        return _age(column, op, value, ctx)
+    if spec.type in ("date", "datetime"):
+        return _dates(F(column), op, value, ctx, as_datetime=spec.type == "datetime", nullable=spec.nullable)
+    if spec.type == "tags":
+        return _tags(F(column), op, value)
+    if spec.type == "number":
+        return _numbers(F(column), op, value, nullable=spec.nullable)
+    positive, negate = _negative(op)
+    value = _normalise_text(spec.name, value)
+    if positive == "is_set":
+        q = ~Q(**{column: ""})
+    elif positive == "not_set":
+        q = Q(**{column: ""})
+    elif positive == "eq":
+        q = Q(**{column: value})
+    elif positive == "in":
+        q = Q(**{f"{column}__in": value})
+    elif positive == "contains":
+        q = Q(**{f"{column}__icontains": value})
+    elif positive == "starts_with":
+        q = Q(**{f"{column}__istartswith": value})
+    else:  # pragma: no cover - the validator only lets the operators above through
+        raise ValueError(op)
+    return ~q if negate else q
+
+
+def _normalise_text(field_name: str, value: Any) -> Any:
+    if field_name == "email":
+        return [v.strip().lower() for v in value] if isinstance(value, list) else (value or "").strip().lower()
+    if field_name == "country":
+        return [v.upper() for v in value] if isinstance(value, list) else (value or "").upper()
+    return value
+
+
+def _tags(lhs: Any, op: str, value: Any) -> Q:
+    if op in ("is_set", "not_set"):
+        q = _lookup(JsonArrayLength(lhs), "gt", 0)
+        return q if op == "is_set" else ~q
+    tags = [str(v).strip().lower() for v in value]
+    if op == "contains_all":
+        return Q(*[Q(JsonArrayHasAny(lhs, [tag])) for tag in tags])
+    q = Q(JsonArrayHasAny(lhs, tags))
+    return ~q if op == "contains_none" else q
+
+
+def _numbers(lhs: Any, op: str, value: Any, *, nullable: bool) -> Q:
+    if op in ("is_set", "not_set"):
+        q = _lookup(lhs, "isnull", False)
+        return q if op == "is_set" else ~q
+    if op == "neq":
+        return ~_numbers(lhs, "eq", value, nullable=nullable)
+    if op == "between":
+        q = _lookup(lhs, "gte", value[0]) & _lookup(lhs, "lte", value[1])
+    else:
+        q = _lookup(lhs, COMPARISONS[op], value)
+    return _lookup(lhs, "isnull", False) & q if nullable else q
+
+
+def _dates(lhs: Any, op: str, value: Any, ctx: Context, *, as_datetime: bool, nullable: bool) -> Q:
+    """Date and time conditions on a date or datetime column (or an ISO date text)."""
+    if op in ("is_set", "not_set"):
+        q = _lookup(lhs, "isnull", False)
+        return q if op == "is_set" else ~q
+    if op == "anniversary_within":
+        q = _anniversary(ExtractMonth(lhs) * 100 + ExtractDay(lhs), value, ctx)
+        return _lookup(lhs, "isnull", False) & q
+
+    def bound(day: dt.date) -> Any:
+        return day_start(day) if as_datetime else day
+
+    if op == "before":
+        q = _lookup(lhs, "lt", bound(_day(value)))
+    elif op == "after":
+        q = _lookup(lhs, "gte", bound(_day(value) + dt.timedelta(days=1)))
+    elif op == "on":
+        q = _lookup(lhs, "gte", bound(_day(value))) & _lookup(lhs, "lt", bound(_day(value) + dt.timedelta(days=1)))
+    elif op == "between":
+        low, high = _day(value[0]), _day(value[1])
+        q = _lookup(lhs, "gte", bound(low)) & _lookup(lhs, "lt", bound(high + dt.timedelta(days=1)))
+    elif op == "within_last":
+        q = _lookup(lhs, "gte", bound(ctx.days_ago(value)))
+    elif op == "more_than_days_ago":
+        q = _lookup(lhs, "lt", bound(ctx.days_ago(value)))
+    else:  # pragma: no cover
+        raise ValueError(op)
+    return _lookup(lhs, "isnull", False) & q if nullable else q
+
+
+def _anniversary(month_day: Any, days: int, ctx: Context) -> Q:
+    """The month-day (``MMDD`` as a number) falls between today and ``days`` days from now."""
+    if days >= 365:
+        return Q()
+    start, end = ctx.today, ctx.today + dt.timedelta(days=days)
+    low, high = start.month * 100 + start.day, end.month * 100 + end.day
+    if low <= high:
+        return _lookup(month_day, "gte", low) & _lookup(month_day, "lte", high)
+    return _lookup(month_day, "gte", low) | _lookup(month_day, "lte", high)
+
+
+def _day(value: str) -> dt.date:
+    day = parse_day(value)
+    assert day is not None  # validated
+    return day
+
+
+def _age(column: str, op: str, value: Any, ctx: Context) -> Q:
+    """Age in whole years, as a range of birth dates (so an index on birth_date could serve it)."""
+    if op == "neq":
+        return ~_age(column, "eq", value, ctx)
+    born = F(column)
+    low: float | None = None  # age at least
+    high: float | None = None  # age at most
+    if op == "between":
+        low, high = math.ceil(value[0]), math.floor(value[1])
+    elif op == "eq":
+        if value != int(value):
+            return NOTHING
+        low = high = int(value)
+    elif op == "gte":
+        low = math.ceil(value)
+    elif op == "gt":
+        low = math.floor(value) + 1
+    elif op == "lte":
+        high = math.floor(value)
+    elif op == "lt":
+        high = math.ceil(value) - 1
+    q = _lookup(born, "isnull", False)
+    if low is not None:
+        q &= _lookup(born, "lte", _years_before(ctx.today, int(low)))
+    if high is not None:
+        q &= _lookup(born, "gt", _years_before(ctx.today, int(high) + 1))
+    return q
+
+
+def _years_before(day: dt.date, years: int) -> dt.date:
+    year = day.year - years
+    if year < 1:
+        return dt.date.min
+    try:
+        return day.replace(year=year)
+    except ValueError:  # 29 February in a year without one
+        return day.replace(year=year, day=28)
+
+
+def _attribute(node: dict[str, Any], ctx: Context) -> Q:
+    key, op, value = node["key"], node["op"], node.get("value")
+    kind = ctx.attributes.get(key, "text")
+    text = KeyTextTransform(key, "attributes")
+    if kind == "number":
+        return _numbers(JsonNumber(F("attributes"), key), op, value, nullable=True)
+    if kind == "boolean":
+        raw = KeyTransform(key, "attributes")
+        if op in ("is_set", "not_set"):
+            q = _lookup(text, "isnull", False)
+            return q if op == "is_set" else ~q
+        return _lookup(text, "isnull", False) & Q(
+            KeyTransformExact(raw, Value(op == "is_true", output_field=JSONField()))
+        )
+    if kind == "tags":
+        return _tags(KeyTransform(key, "attributes"), op, value)
+    if kind == "date":
+        return _attribute_dates(text, op, value, ctx)
+    positive, negate = _negative(op)
+    if positive in ("is_set", "not_set"):
+        q = _lookup(text, "isnull", False) & ~_lookup(text, "exact", "")
+        return q if positive == "is_set" else ~q
+    lookup = {"eq": "exact", "in": "in", "contains": "icontains", "starts_with": "istartswith"}[positive]
+    q = _lookup(text, "isnull", False) & _lookup(text, lookup, value)
+    return ~q if negate else q
+
+
+def _attribute_dates(text: Any, op: str, value: Any, ctx: Context) -> Q:
+    """Date attributes are stored as ISO text, which sorts like the dates it spells."""
+    present = _lookup(text, "isnull", False)
+    if op in ("is_set", "not_set"):
+        return present if op == "is_set" else ~present
+    if op == "anniversary_within":
+        month_day = Cast(Substr(text, 6, 2), IntegerField()) * 100 + Cast(Substr(text, 9, 2), IntegerField())
+        return present & _anniversary(month_day, value, ctx)
+    iso = dt.date.isoformat
+    if op == "before":
+        q = _lookup(text, "lt", value)
+    elif op == "after":
+        q = _lookup(text, "gt", value)
+    elif op == "on":
+        q = _lookup(text, "exact", value)
+    elif op == "between":
+        q = _lookup(text, "gte", value[0]) & _lookup(text, "lte", value[1])
+    elif op == "within_last":
+        q = _lookup(text, "gte", iso(ctx.days_ago(value)))
+    elif op == "more_than_days_ago":
+        q = _lookup(text, "lt", iso(ctx.days_ago(value)))
+    else:  # pragma: no cover
+        raise ValueError(op)
+    return present & q
+
+
+# --- conditions on related rows --------------------------------------------------------------
+def _lifecycle_change(node: dict[str, Any], ctx: Context) -> Q:
+    transitions = LifecycleTransition.objects.filter(
+        tenant_id=ctx.tenant_id,
+        contact_id=OuterRef("pk"),
+        to_stage=node["stage"],
+        occurred_at__gte=day_start(ctx.days_ago(node["within_days"])),
+    )
+    return Q(Exists(transitions))
+
+
+def _consent(node: dict[str, Any], ctx: Context) -> Q:
+    states = ConsentState.objects.filter(
+        tenant_id=ctx.tenant_id, contact_id=OuterRef("pk"), channel=node["channel"], purpose=node["purpose"]
+    )
+    if node["status"] == "never_asked":
+        return ~Q(Exists(states))
+    return Q(Exists(states.filter(status=node["status"])))
+
+
+def _suppression(node: dict[str, Any], ctx: Context) -> Q:
+    channel = node["channel"]
+    column = SUPPRESSION_ADDRESS[channel]
+    address_hash = Sha256Hex(Concat(Value(f"{channel}:"), OuterRef(column)))
+    suppressed = Suppression.objects.filter(tenant_id=ctx.tenant_id, channel=channel, address_hash=address_hash)
+    q = ~Q(**{column: ""}) & Q(Exists(suppressed))
+    return q if node["suppressed"] else ~q
+
+
+def _window_days(window: dict[str, Any] | None, ctx: Context) -> tuple[dt.date | None, dt.date | None]:
+    if not window:
+        return None, None
+    if "within_days" in window:
+        return ctx.days_ago(window["within_days"]), None
+    return _day(window["between"][0]), _day(window["between"][1])
+
+
+def _rollups(names: Sequence[str], window: dict[str, Any] | None, ctx: Context) -> QuerySet[EventDailyRollup]:
+    first, last = _window_days(window, ctx)
+    by_name: dict[str, Any] = {"name": names[0]} if len(names) == 1 else {"name__in": list(names)}
+    rows = EventDailyRollup.objects.filter(tenant_id=ctx.tenant_id, **by_name)
+    if first:
+        rows = rows.filter(day__gte=first)
+    if last:
+        rows = rows.filter(day__lte=last)
+    return ctx.narrow(rows)
+
+
+def _events(node: dict[str, Any], ctx: Context) -> QuerySet[Event]:
+    first, last = _window_days(node.get("window"), ctx)
+    rows = Event.objects.filter(tenant_id=ctx.tenant_id, name=node["name"])
+    if first:
+        rows = rows.filter(occurred_at__gte=day_start(first))
+    if last:
+        rows = rows.filter(occurred_at__lt=day_start(last + dt.timedelta(days=1)))
+    for item in node.get("where") or ():
+        rows = rows.filter(_property(item))
+    return ctx.narrow(rows)
+
+
+def _property(item: dict[str, Any]) -> Q:
+    key, op, value = item["property"], item["op"], item.get("value")
+    text = KeyTextTransform(key, "properties")
+    if op in ("is_set", "not_set"):
+        q = _lookup(text, "isnull", False)
+        return q if op == "is_set" else ~q
+    positive, negate = _negative(op)
+    if positive in ("gt", "gte", "lt", "lte"):
+        return _numbers(JsonNumber(F("properties"), key), positive, value, nullable=True)
+    values: list[Any] = list(value or ()) if positive == "in" else [value]
+    if positive == "contains":
+        q = _lookup(text, "isnull", False) & _lookup(text, "icontains", value)
+    else:
+        q = Q(*[_property_equals(key, text, v) for v in values], _connector=Q.OR)
+    return ~q if negate else q
+
+
+def _property_equals(key: str, text: Any, value: Any) -> Q:
+    if isinstance(value, bool):
+        json_value = Value(value, output_field=JSONField())
+        return _lookup(text, "isnull", False) & Q(KeyTransformExact(KeyTransform(key, "properties"), json_value))
+    if isinstance(value, int | float | Decimal):
+        return _numbers(JsonNumber(F("properties"), key), "eq", value, nullable=True)
+    return _lookup(text, "isnull", False) & _lookup(text, "exact", value)
+
+
+def _contacts_with_at_least(rows: QuerySet[Any], count: int, *, counter: Any) -> Q:
+    """Contacts with at least ``count`` of ``rows`` (summing ``counter``), as ``id IN (...)``."""
+    if count <= 0:
+        return Q()
+    if count == 1:
+        return Q(Exists(rows.filter(contact_id=OuterRef("pk"))))
+    grouped = rows.values("contact_id").annotate(n=counter).filter(n__gte=count).values("contact_id")
+    return Q(pk__in=grouped)
+
+
+def _event(node: dict[str, Any], ctx: Context) -> Q:
+    if node.get("where"):
+        rows: QuerySet[Any] = _events(node, ctx)
+        counter: Any = Count("id")
+    else:
+        rows = _rollups([node["name"]], node.get("window"), ctx)
+        counter = Sum("count")
+    op = node["op"]
+    if op == "performed":
+        return _contacts_with_at_least(rows, 1, counter=counter)
+    if op == "not_performed":
+        return ~_contacts_with_at_least(rows, 1, counter=counter)
+    count = node["count"]
+    if op == "at_least":
+        return _contacts_with_at_least(rows, count, counter=counter)
+    if op == "at_most":
+        return ~_contacts_with_at_least(rows, count + 1, counter=counter)
+    return _contacts_with_at_least(rows, count, counter=counter) & ~_contacts_with_at_least(
+        rows, count + 1, counter=counter
+    )
+
+
+def _event_aggregate(node: dict[str, Any], ctx: Context) -> Q:
+    fn, prop, op, value = node["fn"], node["property"], node["op"], node["value"]
+    if prop == "revenue" and fn == "sum" and not node.get("where"):
+        rows: QuerySet[Any] = _rollups([node["name"]], node.get("window"), ctx)
+        aggregate: Any = Sum("revenue")
+    else:
+        rows = _events(node, ctx)
+        expression: Any = F("revenue") if prop == "revenue" else JsonNumber(F("properties"), prop)
+        zero = Value(Decimal(0)) if prop == "revenue" else Value(0.0)
+        # A missing value adds nothing to a sum; averages and extremes skip it.
+        aggregate = Coalesce(Sum(expression), zero) if fn == "sum" else AGGREGATES[fn](expression)
+    grouped = rows.values("contact_id").annotate(v=aggregate)
+    if op == "between":
+        grouped = grouped.filter(v__gte=value[0], v__lte=value[1])
+    else:
+        grouped = grouped.filter(**{f"v__{COMPARISONS[op]}": value})
+    return Q(pk__in=grouped.values("contact_id"))
+
+
+def _engagement(node: dict[str, Any], ctx: Context) -> Q:
+    rows = _rollups(ENGAGEMENT_ACTIONS[node["action"]], node.get("window"), ctx)
+    q = Q(Exists(rows.filter(contact_id=OuterRef("pk"))))
+    return q if node["op"] == "performed" else ~q
+
+
+def _rfm(node: dict[str, Any], ctx: Context) -> Q:
+    score, op, value = node["score"], node["op"], node["value"]
+    scores = RfmScore.objects.filter(tenant_id=ctx.tenant_id, contact_id=OuterRef("pk"))
+    if op == "neq":
+        return ~_rfm({**node, "op": "eq"}, ctx)
+    if op == "between":
+        scores = scores.filter(**{f"{score}__gte": value[0], f"{score}__lte": value[1]})
+    else:
+        scores = scores.filter(**{f"{score}__{COMPARISONS[op]}": value})
+    return Q(Exists(scores))
+
+
+def _rfm_group(node: dict[str, Any], ctx: Context) -> Q:
+    scores = RfmScore.objects.filter(tenant_id=ctx.tenant_id, contact_id=OuterRef("pk"), group__in=node["value"])
+    q = Q(Exists(scores))
+    return q if node["op"] == "in" else ~q
+
+
+def _segment(node: dict[str, Any], ctx: Context) -> Q:
+    members = SegmentMember.objects.filter(
+        tenant_id=ctx.tenant_id, segment_id=node["segment"], contact_id=OuterRef("pk")
+    )
+    q = Q(Exists(members))
+    return q if node["op"] == "in" else ~q
+
+
+CONDITIONS: dict[str, Callable[[dict[str, Any], Context], Q]] = {
+    "field": _field,
+    "attribute": _attribute,
+    "lifecycle_change": _lifecycle_change,
+    "consent": _consent,
+    "suppression": _suppression,
+    "event": _event,
+    "event_aggregate": _event_aggregate,
+    "engagement": _engagement,
+    "rfm": _rfm,
+    "rfm_group": _rfm_group,
+    "segment": _segment,
+}
