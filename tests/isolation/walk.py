@@ -95,6 +95,7 @@ def url_for(route: Route, values: dict[str, Any]) -> str:
 def object_ids(world: World, tenant: str) -> dict[str, Any]:
     """Values for every kwarg a route may name, all pointing at ``tenant``'s objects."""
     from contacts.models import AttributeDefinition, Channel, Contact, ImportJob, Suppression
+    from segments.models import Segment
 
     t = world.tenant_a if tenant == "a" else world.tenant_b
     with tenant_context(t.id):
@@ -116,6 +117,10 @@ def object_ids(world: World, tenant: str) -> dict[str, Any]:
             tenant=t, original_name=f"contacts-{tenant}.csv",
             defaults={"file": f"imports/test/contacts-{tenant}.csv", "headers": ["email"]},
         )  # fmt: skip
+        segment, _ = Segment.objects.get_or_create(
+            tenant=t, name=f"Segment {tenant.upper()}",
+            defaults={"rules": {"all": [{"type": "field", "field": "country", "op": "eq", "value": "DE"}]}},
+        )  # fmt: skip
     return {
         "tenant_slug": t.slug,
         "member_id": (world.alice_membership if tenant == "a" else world.charlie_membership).id,
@@ -125,4 +130,5 @@ def object_ids(world: World, tenant: str) -> dict[str, Any]:
         "attribute_id": attribute.id,
         "suppression_id": suppression.id,
         "import_id": import_job.id,
+        "segment_id": segment.id,
     }
