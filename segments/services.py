@@ -25,7 +25,7 @@ from django.utils import timezone
 from contacts.models import Contact
 from segments.compiler import Context, compile_rules, matching_contacts
 from segments.models import RfmGroup, RfmScore, Segment, SegmentMember, SegmentSize, SegmentTransition
-from segments.rules import Registry, is_time_relative, referenced_segments, validate
+from segments.rules import Registry, RuleError, is_time_relative, referenced_segments, validate
 from tenants.audit import Actor, audit
 from tenants.models import Tenant
 
@@ -35,6 +35,17 @@ ENTERED, EXITED = SegmentTransition.Kind.ENTERED, SegmentTransition.Kind.EXITED
 MAX_STATIC_IDS = 100_000
 # A refresh or a count that runs longer than this is cancelled by the database.
 REFRESH_TIMEOUT_MS = getattr(settings, "SEGMENT_REFRESH_TIMEOUT_MS", 120_000)
+
+
+class SegmentInvalid(ValidationError):
+    """A segment definition was refused. ``message_dict`` has readable messages per field (for
+    "rules": "path: message"); ``rule_errors`` keeps each rule error's path and message apart."""
+
+    def __init__(self, errors: dict[str, Any], rule_errors: list[RuleError]) -> None:
+        if rule_errors:
+            errors["rules"] = [f"{e.path or 'rules'}: {e.message}" for e in rule_errors]
+        super().__init__(errors)
+        self.rule_errors = rule_errors
 
 
 class SegmentTimeout(Exception):
@@ -81,14 +92,13 @@ def _clean(
         errors["name"] = "Another segment has this name."
     if kind not in Segment.Kind.values:
         errors["kind"] = f"Expected one of {', '.join(Segment.Kind.values)}."
+    rule_errors: list[RuleError] = []
     if kind == Segment.Kind.STATIC:
         rules = {}
     else:
         rule_errors = validate(rules, Registry.for_tenant(tenant), segment_id=segment.pk if segment else None)
-        if rule_errors:
-            errors["rules"] = [error.as_dict() for error in rule_errors]
-    if errors:
-        raise ValidationError(errors)
+    if errors or rule_errors:
+        raise SegmentInvalid(errors, rule_errors)
     return name, rules, referenced_segments(rules) if rules else []
 
 

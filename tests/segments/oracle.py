@@ -32,7 +32,14 @@ ENGAGEMENT = {
     "any": {"email_open", "push_open", "email_click", "sms_click", "link_click"},
 }
 ATTRIBUTE_KINDS = {"text": "text", "number": "number", "boolean": "boolean", "date": "date", "list": "tags"}
-DATETIME_FIELDS = {"lifecycle_changed_at", "created_at", "first_seen_at", "last_seen_at", "last_order_at", "last_engaged_at"}
+DATETIME_FIELDS = {
+    "lifecycle_changed_at",
+    "created_at",
+    "first_seen_at",
+    "last_seen_at",
+    "last_order_at",
+    "last_engaged_at",
+}
 TAG_FIELDS = {"interests", "values", "lifestyle", "attitudes", "push_tokens"}
 NUMBER_FIELDS = {"order_count", "total_revenue"}
 
@@ -52,7 +59,9 @@ class World:
     @classmethod
     def load(cls, tenant: Tenant, now: dt.datetime) -> World:
         world = cls(today=now.astimezone(dt.UTC).date(), contacts=list(Contact.objects.filter(tenant=tenant).values()))
-        for event in Event.objects.filter(tenant=tenant).values("contact_id", "name", "occurred_at", "properties", "revenue"):
+        for event in Event.objects.filter(tenant=tenant).values(
+            "contact_id", "name", "occurred_at", "properties", "revenue"
+        ):
             world.events[event["contact_id"]].append(event)
         for record in ConsentRecord.objects.filter(tenant=tenant).order_by("occurred_at", "id"):
             world.consent[(record.contact_id, record.channel, record.purpose)] = record.status
@@ -60,10 +69,13 @@ class World:
             world.transitions[t.contact_id].append((t.to_stage, t.occurred_at))
         world.suppressed = set(Suppression.objects.filter(tenant=tenant).values_list("channel", "address_hash"))
         world.rfm = {r["contact_id"]: r for r in RfmScore.objects.filter(tenant=tenant).values()}
-        for segment_id, contact_id in SegmentMember.objects.filter(tenant=tenant).values_list("segment_id", "contact_id"):
+        for segment_id, contact_id in SegmentMember.objects.filter(tenant=tenant).values_list(
+            "segment_id", "contact_id"
+        ):
             world.members[segment_id].add(contact_id)
         world.attribute_kinds = {
-            key: ATTRIBUTE_KINDS[kind] for key, kind in AttributeDefinition.objects.filter(tenant=tenant).values_list("key", "type")
+            key: ATTRIBUTE_KINDS[kind]
+            for key, kind in AttributeDefinition.objects.filter(tenant=tenant).values_list("key", "type")
         }
         return world
 
@@ -121,7 +133,9 @@ class World:
 
     def c_lifecycle_change(self, n: dict[str, Any], c: dict[str, Any]) -> bool:
         first = self.today - dt.timedelta(days=n["within_days"] - 1)
-        return any(stage == n["stage"] and when.astimezone(dt.UTC).date() >= first for stage, when in self.transitions[c["id"]])
+        return any(
+            stage == n["stage"] and when.astimezone(dt.UTC).date() >= first for stage, when in self.transitions[c["id"]]
+        )
 
     def c_consent(self, n: dict[str, Any], c: dict[str, Any]) -> bool:
         status = self.consent.get((c["id"], n["channel"], n["purpose"]), "never_asked")
@@ -167,9 +181,11 @@ class World:
         elif not numbers:
             result = None
         else:
-            result = {"avg": lambda: sum(numbers) / len(numbers), "min": lambda: min(numbers), "max": lambda: max(numbers)}[
-                n["fn"]
-            ]()
+            result = {
+                "avg": lambda: sum(numbers) / len(numbers),
+                "min": lambda: min(numbers),
+                "max": lambda: max(numbers),
+            }[n["fn"]]()
         return _number_op(result, n["op"], n["value"])
 
     def c_engagement(self, n: dict[str, Any], c: dict[str, Any]) -> bool:

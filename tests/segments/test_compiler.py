@@ -42,16 +42,27 @@ def data(world):
             contact.save(update_fields=["attributes"])
         for contact in contacts[::17]:
             if contact.email:
-                suppression_add(tenant=tenant, channel="email", address=contact.email, reason=Suppression.Reason.MANUAL, actor=ACTOR)
+                suppression_add(
+                    tenant=tenant, channel="email", address=contact.email, reason=Suppression.Reason.MANUAL, actor=ACTOR
+                )
         contacts[5].erased_at = NOW
         contacts[5].save(update_fields=["erased_at"])
         rfm_recompute(tenant=tenant, now=NOW)
         buyers = segment_create(
-            tenant=tenant, actor=ACTOR, name="Buyers", rules={"all": [{"type": "field", "field": "order_count", "op": "gte", "value": 1}]}
+            tenant=tenant,
+            actor=ACTOR,
+            name="Buyers",
+            rules={"all": [{"type": "field", "field": "order_count", "op": "gte", "value": 1}]},
         )
         segment_refresh(segment=buyers, now=NOW)
         sample = contacts[10]
-        yield {"tenant": tenant, "buyers": buyers.pk, "email": sample.email, "city": sample.city, "birth": sample.birth_date}
+        yield {
+            "tenant": tenant,
+            "buyers": buyers.pk,
+            "email": sample.email,
+            "city": sample.city,
+            "birth": sample.birth_date,
+        }
 
 
 def check(tenant, rules: dict[str, Any], world: World | None = None) -> set[int]:
@@ -67,8 +78,13 @@ def check(tenant, rules: dict[str, Any], world: World | None = None) -> set[int]
 
 def leaves(d: dict[str, Any]) -> list[dict[str, Any]]:
     """One condition per type and operator, with values that occur in the generated data."""
-    f = lambda field, op, value=None: {"type": "field", "field": field, "op": op, **({} if value is None else {"value": value})}  # noqa: E731
-    a = lambda key, op, value=None: {"type": "attribute", "key": key, "op": op, **({} if value is None else {"value": value})}  # noqa: E731
+
+    def f(field: str, op: str, value: Any = None) -> dict[str, Any]:
+        return {"type": "field", "field": field, "op": op, **({} if value is None else {"value": value})}
+
+    def a(key: str, op: str, value: Any = None) -> dict[str, Any]:
+        return {"type": "attribute", "key": key, "op": op, **({} if value is None else {"value": value})}
+
     birth = d["birth"].isoformat() if d["birth"] else "1985-05-05"
     return [
         f("country", "in", ["DE", "FR"]), f("country", "eq", "de"), f("country", "neq", "DE"), f("country", "not_in", ["DE", "GB"]),
