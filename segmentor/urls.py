@@ -22,6 +22,7 @@ tenant_patterns = [
 api_v1_patterns = [
     path("", include("tenants.api.urls")),
     path("", include("contacts.api.urls")),
+    path("", include("segments.api.urls")),
 ]
 
 urlpatterns = [

@@ -192,10 +192,16 @@ def _numbers(lhs: Any, op: str, value: Any, *, nullable: bool) -> Q:
     if op == "neq":
         return ~_numbers(lhs, "eq", value, nullable=nullable)
     if op == "between":
-        q = _lookup(lhs, "gte", value[0]) & _lookup(lhs, "lte", value[1])
+        q = _lookup(lhs, "gte", _exact(value[0])) & _lookup(lhs, "lte", _exact(value[1]))
     else:
-        q = _lookup(lhs, COMPARISONS[op], value)
+        q = _lookup(lhs, COMPARISONS[op], _exact(value))
     return _lookup(lhs, "isnull", False) & q if nullable else q
+
+
+def _exact(number: Any) -> Any:
+    """A fraction as an expression: Django would first cast it to an integer column's type
+    (order_count = 1.5 would become order_count = 1)."""
+    return Value(number) if isinstance(number, float) and not number.is_integer() else number
 
 
 def _dates(lhs: Any, op: str, value: Any, ctx: Context, *, as_datetime: bool, nullable: bool) -> Q:
@@ -210,15 +216,20 @@ def _dates(lhs: Any, op: str, value: Any, ctx: Context, *, as_datetime: bool, nu
     def bound(day: dt.date) -> Any:
         return day_start(day) if as_datetime else day
 
+    # The day after 9999-12-31 does not exist: nothing is after it, everything is through it.
+    def through(day: dt.date) -> Q:
+        return Q() if day == dt.date.max else _lookup(lhs, "lt", bound(day + dt.timedelta(days=1)))
+
     if op == "before":
         q = _lookup(lhs, "lt", bound(_day(value)))
     elif op == "after":
-        q = _lookup(lhs, "gte", bound(_day(value) + dt.timedelta(days=1)))
+        day = _day(value)
+        q = NOTHING if day == dt.date.max else _lookup(lhs, "gte", bound(day + dt.timedelta(days=1)))
     elif op == "on":
-        q = _lookup(lhs, "gte", bound(_day(value))) & _lookup(lhs, "lt", bound(_day(value) + dt.timedelta(days=1)))
+        q = _lookup(lhs, "gte", bound(_day(value))) & through(_day(value))
     elif op == "between":
         low, high = _day(value[0]), _day(value[1])
-        q = _lookup(lhs, "gte", bound(low)) & _lookup(lhs, "lt", bound(high + dt.timedelta(days=1)))
+        q = _lookup(lhs, "gte", bound(low)) & through(high)
     elif op == "within_last":
         q = _lookup(lhs, "gte", bound(ctx.days_ago(value)))
     elif op == "more_than_days_ago":
@@ -278,6 +289,8 @@ def _years_before(day: dt.date, years: int) -> dt.date:
     year = day.year - years
     if year < 1:
         return dt.date.min
+    if year > dt.MAXYEAR:  # a negative age: every birth date is before it
+        return dt.date.max
     try:
         return day.replace(year=year)
     except ValueError:  # 29 February in a year without one
@@ -390,7 +403,7 @@ def _events(node: dict[str, Any], ctx: Context) -> QuerySet[Event]:
     rows = Event.objects.filter(tenant_id=ctx.tenant_id, name=node["name"])
     if first:
         rows = rows.filter(occurred_at__gte=day_start(first))
-    if last:
+    if last and last < dt.date.max:
         rows = rows.filter(occurred_at__lt=day_start(last + dt.timedelta(days=1)))
     for item in node.get("where") or ():
         rows = rows.filter(_property(item))
@@ -486,9 +499,9 @@ def _rfm(node: dict[str, Any], ctx: Context) -> Q:
     if op == "neq":
         return ~_rfm({**node, "op": "eq"}, ctx)
     if op == "between":
-        scores = scores.filter(**{f"{score}__gte": value[0], f"{score}__lte": value[1]})
+        scores = scores.filter(**{f"{score}__gte": _exact(value[0]), f"{score}__lte": _exact(value[1])})
     else:
-        scores = scores.filter(**{f"{score}__{COMPARISONS[op]}": value})
+        scores = scores.filter(**{f"{score}__{COMPARISONS[op]}": _exact(value)})
     return Q(Exists(scores))
 
 

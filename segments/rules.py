@@ -305,7 +305,7 @@ class _Validator:
     def check_suppression(self, node: dict[str, Any], path: str) -> None:
         if not self.allowed(node, path, {"channel", "suppressed"}):
             return
-        if node.get("channel") not in SUPPRESSION_ADDRESS:
+        if not isinstance(node.get("channel"), str) or node["channel"] not in SUPPRESSION_ADDRESS:
             self.error(_join(path, "channel"), f"Expected one of {_list(SUPPRESSION_ADDRESS)}.")
         if not isinstance(node.get("suppressed"), bool):
             self.error(_join(path, "suppressed"), "Expected true or false.")
@@ -333,7 +333,7 @@ class _Validator:
         if node.get("fn") not in AGGREGATE_FNS:
             self.error(_join(path, "fn"), f"Expected one of {_list(AGGREGATE_FNS)}.")
         prop = node.get("property")
-        if not isinstance(prop, str) or not PROPERTY_KEY.match(prop):
+        if not isinstance(prop, str) or not PROPERTY_KEY.fullmatch(prop):
             self.error(_join(path, "property"), "Expected revenue or a numeric event property (letters, digits, _).")
         op = node.get("op")
         if op not in AGGREGATE_OPS:
@@ -346,7 +346,7 @@ class _Validator:
     def check_engagement(self, node: dict[str, Any], path: str) -> None:
         if not self.allowed(node, path, {"action", "op", "window"}):
             return
-        if node.get("action") not in ENGAGEMENT_ACTIONS:
+        if not isinstance(node.get("action"), str) or node["action"] not in ENGAGEMENT_ACTIONS:
             self.error(_join(path, "action"), f"Expected one of {_list(ENGAGEMENT_ACTIONS)}.")
         if node.get("op") not in ("performed", "not_performed"):
             self.error(_join(path, "op"), "Expected performed or not_performed.")
@@ -459,7 +459,7 @@ class _Validator:
             self.error(path, f"Expected a channel: {_list(Channel.values)}.")
 
     def event_name(self, value: Any, path: str) -> None:
-        if not isinstance(value, str) or not EVENT_NAME.match(value):
+        if not isinstance(value, str) or not EVENT_NAME.fullmatch(value):
             self.error(path, "Expected an event name (letters, digits, _ . : -; 100 at most).")
 
     def window(self, window: Any, path: str) -> None:
@@ -485,7 +485,7 @@ class _Validator:
                 self.error(item_path, 'Expected {"property": ..., "op": ..., "value": ...}.')
                 continue
             prop = item.get("property")
-            if not isinstance(prop, str) or not PROPERTY_KEY.match(prop):
+            if not isinstance(prop, str) or not PROPERTY_KEY.fullmatch(prop):
                 self.error(_join(item_path, "property"), "Expected a property name (letters, digits, _; 64 at most).")
             op = item.get("op")
             if op not in PROPERTY_OPS:
@@ -604,9 +604,11 @@ def referenced_segments(rules: dict[str, Any]) -> list[int]:
 
 
 def is_time_relative(rules: dict[str, Any]) -> bool:
-    """Does the tree's result move with the clock (so a periodic refresh must re-evaluate it)?"""
+    """Can the tree's result change without a write that real time sees, so that a periodic
+    refresh must re-evaluate it? Relative time moves with the clock; RFM scores are recomputed
+    nightly; a lifted suppression is known only by its hash."""
     for condition in conditions(rules):
-        if condition.get("type") in ("lifecycle_change", "engagement", "rfm", "rfm_group", "segment"):
+        if condition.get("type") in ("lifecycle_change", "engagement", "rfm", "rfm_group", "segment", "suppression"):
             return True
         if condition.get("op") in ("within_last", "more_than_days_ago", "anniversary_within"):
             return True

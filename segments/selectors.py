@@ -10,7 +10,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from contacts.models import Contact, Event, EventDailyRollup
@@ -222,3 +222,32 @@ def _event_names_postgresql(tenant: Tenant) -> list[str]:
 
 def dynamic_segments(tenant: Tenant) -> QuerySet[Segment]:
     return Segment.objects.filter(tenant=tenant, kind=Segment.Kind.DYNAMIC)
+
+
+def contacts_by_identifiers(tenant: Tenant, identifiers: Sequence[str]) -> tuple[list[int], list[str]]:
+    """Find contacts (not erased) by email, case-insensitively, or by external id.
+
+    Returns the ids found and the identifiers that matched nobody, in the order given.
+    """
+    found: dict[str, int] = {}
+    batch = 5_000
+    for start in range(0, len(identifiers), batch):
+        chunk = list(identifiers[start : start + batch])
+        emails = sorted({value.strip().lower() for value in chunk if "@" in value})
+        rows = Contact.objects.filter(tenant=tenant, erased_at__isnull=True).filter(
+            Q(external_id__in=chunk) | Q(email__in=emails)
+        )
+        for pk, email, external_id in rows.values_list("pk", "email", "external_id"):
+            if external_id:
+                found.setdefault(f"x:{external_id}", pk)
+            if email:
+                found.setdefault(f"e:{email}", pk)
+    ids: dict[int, None] = {}
+    missing: list[str] = []
+    for value in identifiers:
+        pk = found.get(f"x:{value}") or found.get(f"e:{value.strip().lower()}")
+        if pk is None:
+            missing.append(value)
+        else:
+            ids.setdefault(pk, None)
+    return list(ids), missing

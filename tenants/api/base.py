@@ -59,7 +59,7 @@ class TenantPrimaryKeyRelatedField(serializers.PrimaryKeyRelatedField):
     def __init__(self, *, model: type[models.Model], **kwargs: Any) -> None:
         self.related_model = model
         if not kwargs.get("read_only"):
-            kwargs["queryset"] = model._default_manager.none()
+            kwargs["queryset"] = model._base_manager.none()  # the scoped default manager raises here
         super().__init__(**kwargs)
 
     def get_queryset(self) -> models.QuerySet[Any]:
