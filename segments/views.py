@@ -21,14 +21,7 @@ from django.utils.cache import patch_vary_headers
 from contacts.models import LifecycleStage
 from segments import selectors
 from segments.api.export import segment_members_csv
-from segments.forms import (
-    STARTER_TEMPLATES,
-    STARTER_TEMPLATES_BY_KEY,
-    MembersCursorForm,
-    SegmentForm,
-    StaticMembersForm,
-    rules_text,
-)
+from segments.forms import MembersCursorForm, SegmentForm, StaticMembersForm, rules_text
 from segments.models import Segment
 from segments.services import (
     SegmentInvalid,
@@ -38,6 +31,7 @@ from segments.services import (
     static_members_add,
     static_members_remove,
 )
+from segments.starters import STARTER_TEMPLATES, STARTER_TEMPLATES_BY_KEY
 from segments.tasks import refresh_segment
 from tenants.audit import Actor
 from tenants.roles import Permission

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from contacts.ingest import events_ingest
 from contacts.models import Contact
-from segments.forms import STARTER_TEMPLATES
+from segments.starters import STARTER_TEMPLATES
 from segments.models import Segment, SegmentMember, SegmentSize
 from segments.rules import Registry, validate
 from segments.services import segment_create, segment_refresh, static_members_add

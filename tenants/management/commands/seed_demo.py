@@ -7,6 +7,10 @@ from django.db import transaction
 
 from contacts.generator import load_with_orm
 from contacts.models import Contact
+from segments.models import Segment
+from segments.services import rfm_recompute, segment_create, segment_refresh
+from segments.starters import STARTER_TEMPLATES, USE_CASES
+from tenants.audit import Actor
 from tenants.context import tenant_context
 from tenants.models import Membership, Tenant, User
 from tenants.roles import Role
@@ -44,5 +48,17 @@ class Command(BaseCommand):
             if options["contacts"] and not Contact.objects.filter(tenant=tenant).exists():
                 report = load_with_orm(tenant, contacts=options["contacts"], seed=1)
                 self.stdout.write(f"  Generated {report.rows['contacts']} contacts and {report.rows['events']} events.")
+            if not Segment.objects.filter(tenant=tenant).exists():
+                self._seed_segments(tenant, user)
         self.stdout.write(self.style.SUCCESS("Demo tenant ready."))
         self.stdout.write(f"  Sign in at /accounts/login/ as {options['email']} with password {options['password']}")
+
+    def _seed_segments(self, tenant: Tenant, user: User) -> None:
+        """The seed's use cases as segments, scored and materialised, so the pages have something to show."""
+        rfm_recompute(tenant=tenant)
+        actor = Actor.for_user(user)
+        for starter in STARTER_TEMPLATES:
+            if starter.section == USE_CASES:
+                segment = segment_create(tenant=tenant, actor=actor, name=starter.label, rules=starter.rules)
+                segment_refresh(segment=segment)
+        self.stdout.write(f"  Created {Segment.objects.filter(tenant=tenant).count()} segments.")
