@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import IO, Any
 
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
+
+from tenants.api.parsers import SafeJSONParser
 
 MAX_JSON_DEPTH = 40
 
@@ -37,12 +38,11 @@ def too_deep_message() -> str:
     return f"JSON parse error - nested more than {MAX_JSON_DEPTH} levels deep."
 
 
-class BoundedJSONParser(JSONParser):
+class BoundedJSONParser(SafeJSONParser):
+    too_deep = too_deep_message()
+
     def parse(self, stream: IO[Any], media_type: str | None = None, parser_context: Any = None) -> Any:
-        try:
-            data = super().parse(stream, media_type, parser_context)
-        except RecursionError:
-            raise ParseError(too_deep_message()) from None
+        data = super().parse(stream, media_type, parser_context)
         if nested_deeper_than(data, MAX_JSON_DEPTH):
             raise ParseError(too_deep_message())
         return data
