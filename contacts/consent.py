@@ -23,6 +23,7 @@ from contacts.models import (
     Suppression,
 )
 from contacts.normalize import address_hash
+from contacts.signals import contacts_touched
 from tenants.audit import Actor, audit
 from tenants.models import Tenant
 
@@ -138,6 +139,7 @@ def consent_change(
             reason=Suppression.Reason.UNSUBSCRIBE,
         ).delete()  # fmt: skip
     lifecycle_refresh(tenant=tenant, contacts=[contact], reason="consent")
+    contacts_touched(tenant.pk, [contact.pk])
     audit(
         tenant=tenant,
         actor=actor,
@@ -187,6 +189,7 @@ def consents_grant_new(
         batch_size=1000,
     )
     lifecycle_refresh(tenant=tenant, contacts=contacts, reason="consent")
+    contacts_touched(tenant.pk, [c.pk for c in contacts])
     audit(
         tenant=tenant, actor=actor, action="consent.granted",
         data={"channel": channel, "purpose": purpose, "source": evidence.source, "contacts": len(records)},
@@ -312,6 +315,10 @@ def suppression_add(
         tenant=tenant, channel=channel, address_hash=address_hash(channel, address),
         defaults={"reason": reason, "note": note[:200]},
     )  # fmt: skip
+    column = {Channel.EMAIL: "email", Channel.SMS: "phone", Channel.WHATSAPP: "phone"}.get(Channel(channel))
+    if created and column:
+        addressed = Contact.objects.filter(tenant=tenant, **{column: address}).values_list("pk", flat=True)
+        contacts_touched(tenant.pk, addressed)
     if actor is not None and created:
         audit(
             tenant=tenant, actor=actor, action="suppression.added", obj=suppression,

@@ -22,6 +22,7 @@ from contacts.models import (
     Suppression,
 )
 from contacts.normalize import address_hash
+from contacts.signals import contacts_touched
 from tenants.audit import Actor, audit
 from tenants.models import Tenant
 
@@ -136,6 +137,7 @@ def contact_erase(*, contact: Contact, actor: Actor) -> PrivacyRequest:
         tenant=tenant, kind=PrivacyRequest.Kind.ERASURE, contact=contact, contact_ref=contact.pk,
         requested_by=actor.label, completed_at=timezone.now(),
     )  # fmt: skip
+    contacts_touched(tenant.pk, [contact.pk])
     audit(tenant=tenant, actor=actor, action="contact.erased", obj=contact)
     return request
 

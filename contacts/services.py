@@ -25,6 +25,7 @@ from contacts.bulk_sql import JSON_TEXT_ARRAY, bulk_insert_rows, bulk_update_row
 from contacts.fields import FIELDS_BY_NAME, IDENTITY_KEYS, AttributeSchema, clean_contact_fields
 from contacts.lifecycle import derive_stage, lifecycle_refresh
 from contacts.models import AttributeDefinition, Contact, LifecycleTransition
+from contacts.signals import contacts_touched
 from tenants.audit import Actor, audit
 from tenants.models import Tenant
 
@@ -239,6 +240,7 @@ def _bulk_upsert(tenant: Tenant, rows: list[Any]) -> list[RowResult]:
     if underived:
         stale = Contact.objects.filter(tenant=tenant, pk__in=underived)
         lifecycle_refresh(tenant=tenant, contacts=stale, reason="profile updated")
+    contacts_touched(tenant.pk, [t.get("id") for t in new + updated])
 
     for target in targets:
         created = target.current is None
@@ -330,18 +332,19 @@ def contact_update(*, contact: Contact, data: dict[str, Any]) -> Contact:
         contact.attributes = {k: v for k, v in merged.items() if v is not None}
     contact.save()
     lifecycle_refresh(tenant=tenant, contacts=[contact], reason="profile updated")
+    contacts_touched(tenant.pk, [contact.pk])
     return contact
 
 
 # --- custom attribute definitions -----------------------------------------------------
-ATTRIBUTE_KEY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+ATTRIBUTE_KEY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 @transaction.atomic
 def attribute_define(*, tenant: Tenant, key: str, label: str, type: str, actor: Actor) -> AttributeDefinition:
     """Define a custom attribute for the tenant's contacts; raise ValidationError with field errors."""
     errors: dict[str, str] = {}
-    if not ATTRIBUTE_KEY.match(key):
+    if not ATTRIBUTE_KEY.fullmatch(key):
         errors["key"] = "Use lower-case letters, digits and underscores, starting with a letter (64 at most)."
     elif AttributeDefinition.objects.filter(tenant=tenant, key=key).exists():
         errors["key"] = "An attribute with this key already exists."

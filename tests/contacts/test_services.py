@@ -9,7 +9,8 @@ from django.core.exceptions import ValidationError
 
 from contacts.lifecycle import derive_stage
 from contacts.models import AttributeDefinition, Contact, LifecycleStage, LifecycleTransition
-from contacts.services import contact_update, contact_upsert, contacts_bulk_upsert
+from contacts.services import attribute_define, contact_update, contact_upsert, contacts_bulk_upsert
+from tenants.audit import Actor
 from tenants.context import tenant_context
 from tests.conftest import World
 
@@ -149,3 +150,10 @@ def test_contact_update_rejects_a_taken_email(in_a):
     with pytest.raises(ValidationError) as error:
         contact_update(contact=other, data={"email": "TAKEN@example.com"})
     assert "email" in error.value.message_dict
+
+
+@pytest.mark.parametrize("key", ["plan\n", "Plan", "1plan", "plan-name", "p" * 65, ""])
+def test_attribute_keys_are_whole_identifiers(in_a, key):
+    with pytest.raises(ValidationError) as error:
+        attribute_define(tenant=in_a, key=key, label="Plan", type="text", actor=Actor.system("test"))
+    assert "key" in error.value.message_dict
