@@ -1,0 +1,205 @@
+"""Campaigns: what to send to which segments, on which channel, when; each run's deliveries.
+
+A campaign targets included segments minus excluded ones. Its variants carry the content: the
+first variant whose target (a segment or a lifecycle stage) matches a contact wins, a default
+catches the rest, and variants sharing a target split it by weight (A/B). Each send is a
+``CampaignRun`` whose audience is snapshotted into ``Delivery`` rows, one per contact, which
+workers claim, check again, render, send and record.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from contacts.models import Contact, LifecycleStage
+from segments.models import Segment
+from tenants.models import TenantOwnedModel, User
+
+
+class CampaignChannel(models.TextChoices):
+    EMAIL = "email", "Email"
+    SMS = "sms", "SMS"
+    PUSH = "push", "Push"
+    WEBHOOK = "webhook", "Webhook"
+
+
+class Campaign(TenantOwnedModel):
+    class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"
+        SCHEDULED = "scheduled", "Scheduled"
+        SENDING = "sending", "Sending"
+        PAUSED = "paused", "Paused"
+        SENT = "sent", "Sent"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Schedule(models.TextChoices):
+        NOW = "now", "Send now"
+        AT = "at", "At a date and time"
+        RECURRING = "recurring", "Recurring"
+        LOCAL_TIME = "local_time", "At a local time in each recipient's time zone"
+
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    channel = models.CharField(max_length=10, choices=CampaignChannel.choices, default=CampaignChannel.EMAIL)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
+    # Consent is checked for (channel, purpose) at the moment of sending.
+    purpose = models.CharField(max_length=50, default="marketing")
+    # Measurement: a conversion is this event within the window after a message.
+    goal_event = models.CharField(max_length=100, default="purchase", blank=True)
+    attribution_window_hours = models.PositiveIntegerField(default=120)
+    cost = models.DecimalField(max_digits=12, decimal_places=2, default=0)
+    throttle_per_minute = models.PositiveIntegerField(default=0, help_text="0: as fast as the channel allows.")
+    # Schedule (django-celery-beat rows are created by campaigns services).
+    schedule = models.CharField(max_length=12, choices=Schedule.choices, default=Schedule.NOW)
+    send_at = models.DateTimeField(null=True, blank=True)
+    crontab = models.CharField(max_length=100, blank=True, help_text="minute hour day-of-month month day-of-week")
+    local_time = models.TimeField(null=True, blank=True)
+    # Sender (the tenant's defaults when blank).
+    sender_name = models.CharField(max_length=120, blank=True)
+    sender_email = models.EmailField(blank=True)
+    reply_to = models.EmailField(blank=True)
+    sms_sender = models.CharField(max_length=20, blank=True)
+    webhook_url = models.URLField(max_length=500, blank=True)
+    created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta(TenantOwnedModel.Meta):
+        indexes = [models.Index(fields=["tenant", "-created_at"], name="campaign_tenant_time")]
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CampaignAudience(TenantOwnedModel):
+    """A segment a campaign includes (or, with ``exclude``, leaves out)."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="audience")
+    segment = models.ForeignKey(Segment, on_delete=models.PROTECT, related_name="+")
+    exclude = models.BooleanField(default=False)
+
+    class Meta(TenantOwnedModel.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "campaign", "segment"], name="campaign_audience_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{'−' if self.exclude else '+'} segment {self.segment_id}"
+
+
+class Variant(TenantOwnedModel):
+    """Content for one target: a segment, a lifecycle stage, or everyone else (the default)."""
+
+    class Target(models.TextChoices):
+        SEGMENT = "segment", "Members of a segment"
+        STAGE = "stage", "A lifecycle stage"
+        DEFAULT = "default", "Everyone else"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="variants")
+    name = models.CharField(max_length=100)
+    position = models.PositiveSmallIntegerField(default=0, help_text="Targets are tried in this order.")
+    target = models.CharField(max_length=10, choices=Target.choices, default=Target.DEFAULT)
+    target_segment = models.ForeignKey(Segment, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    target_stage = models.CharField(max_length=20, choices=LifecycleStage.choices, blank=True)
+    # A/B: variants with the same target split its contacts by weight.
+    weight = models.PositiveSmallIntegerField(default=100)
+    # Email
+    subject = models.CharField(max_length=500, blank=True)
+    preheader = models.CharField(max_length=500, blank=True)
+    html_body = models.TextField(blank=True)
+    text_body = models.TextField(blank=True, help_text="Derived from the HTML when blank.")
+    # SMS
+    sms_body = models.TextField(blank=True)
+    # Push
+    push_title = models.CharField(max_length=200, blank=True)
+    push_body = models.CharField(max_length=1000, blank=True)
+    push_deep_link = models.CharField(max_length=500, blank=True)
+    # Webhook: a Liquid template producing the JSON body (a default document when blank).
+    webhook_payload = models.TextField(blank=True)
+    # Call to action
+    cta_label = models.CharField(max_length=100, blank=True)
+    cta_url = models.CharField(max_length=500, blank=True)
+
+    class Meta(TenantOwnedModel.Meta):
+        indexes = [models.Index(fields=["tenant", "campaign", "position"], name="variant_campaign_position")]
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CampaignRun(TenantOwnedModel):
+    """One send of a campaign (a recurring campaign has one per occurrence)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        PAUSED = "paused", "Paused"
+        DONE = "done", "Done"
+        CANCELLED = "cancelled", "Cancelled"
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="runs")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    scheduled_for = models.DateTimeField()
+    audience_size = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(TenantOwnedModel.Meta):
+        constraints = [models.UniqueConstraint(fields=["tenant", "campaign", "number"], name="campaign_run_unique")]
+        ordering = ["-number"]
+
+    def __str__(self) -> str:
+        return f"run {self.number} of campaign {self.campaign_id}"
+
+
+class Delivery(TenantOwnedModel):
+    """One message of one run to one contact: claimed, checked again, sent once, recorded."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        SKIPPED = "skipped", "Skipped"
+        FAILED = "failed", "Failed"
+
+    class SkipReason(models.TextChoices):
+        NO_CONSENT = "no_consent", "No consent"
+        SUPPRESSED = "suppressed", "Suppressed"
+        FREQUENCY_CAP = "frequency_cap", "Frequency cap reached"
+        NO_ADDRESS = "no_address", "No address for the channel"
+        ERASED = "erased", "Contact erased"
+        CANCELLED = "cancelled", "Campaign cancelled"
+
+    id = models.BigAutoField(primary_key=True)
+    run = models.ForeignKey(CampaignRun, on_delete=models.CASCADE, related_name="+", db_index=False)
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+", db_index=False)
+    variant = models.ForeignKey(Variant, null=True, on_delete=models.SET_NULL, related_name="+", db_index=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    skip_reason = models.CharField(max_length=20, choices=SkipReason.choices, blank=True)
+    # Not before this time: a local-time schedule or quiet hours hold a delivery back.
+    not_before = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    provider_message_id = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta(TenantOwnedModel.Meta):
+        constraints = [models.UniqueConstraint(fields=["tenant", "run", "contact"], name="delivery_unique_contact")]
+        indexes = [
+            # Workers claim pending deliveries of a run in id order.
+            models.Index(
+                fields=["tenant", "run", "id"], name="delivery_pending", condition=Q(status__in=["pending", "sending"])
+            ),
+            # The frequency cap: a contact's recent sends.
+            models.Index(
+                fields=["tenant", "contact", "sent_at"], name="delivery_contact_sent", condition=Q(status="sent")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"delivery {self.pk} ({self.status})"

@@ -1,0 +1,114 @@
+"""Liquid personalisation: the sandboxed context, limits, escaping, checks on save, text from HTML."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+
+from campaigns.rendering import (
+    MAX_LOOP_ITERATIONS,
+    RenderError,
+    check_template,
+    contact_context,
+    html_to_text,
+    message_context,
+    render,
+)
+from contacts.models import Contact
+from tenants.models import Tenant
+
+
+def context(**contact):
+    tenant = Tenant(name="Shop & Co", postal_address="1 Main St")
+    base = {"first_name": "", "attributes": {}}
+    return message_context(
+        contact={**base, **contact}, tenant=tenant, campaign_name="Spring",
+        links={"unsubscribe": "https://u.example/x"}, cta={"label": "Buy now", "url": "https://s.example/p"},
+    )  # fmt: skip
+
+
+def test_the_marketers_idioms_render():
+    source = (
+        'Hi {{ contact.first_name | default: "there" }}! '
+        "{% if contact.order_count > 1 %}Welcome back.{% else %}Welcome.{% endif %} "
+        "{% for tag in contact.interests limit: 2 %}#{{ tag }} {% endfor %}"
+        "{{ contact.attributes.plan | upcase }} — {{ cta.label }}: {{ cta.url }}"
+    )
+    assert render(
+        source, context(first_name="Ann", order_count=3, interests=["run", "yoga", "ski"], attributes={"plan": "pro"})
+    ) == ("Hi Ann! Welcome back. #run #yoga PRO — Buy now: https://s.example/p")
+    assert render(source, context(interests=[])).startswith("Hi there! Welcome.")
+
+
+def test_html_is_escaped_by_default_and_text_is_not():
+    ctx = context(first_name='<img src=x onerror="alert(1)">')
+    assert render("<p>{{ contact.first_name }}</p>", ctx, html_output=True) == (
+        "<p>&lt;img src=x onerror=&#34;alert(1)&#34;&gt;</p>"
+    )
+    assert render("{{ contact.first_name }}", ctx) == '<img src=x onerror="alert(1)">'
+    assert render("{{ tenant.name }}", context(), html_output=True) == "Shop &amp; Co"
+
+
+def test_the_context_is_plain_data_only():
+    contact = Contact(first_name="Ann", last_name="Lee", country="DE", total_revenue=Decimal("12.50"),
+                      last_order_at=dt.datetime(2026, 1, 2, tzinfo=dt.UTC), attributes={"plan": "pro"})  # fmt: skip
+    data = contact_context(contact)
+    assert data["full_name"] == "Ann Lee" and data["country"] == "DE" and data["total_revenue"] == 12.5
+    assert data["last_order_at"] == "2026-01-02T00:00:00+00:00"
+
+    def plain(value):
+        return (
+            value is None
+            or isinstance(value, str | int | float | bool)
+            or (
+                isinstance(value, list | dict)
+                and all(plain(v) for v in (value.values() if isinstance(value, dict) else value))
+            )
+        )
+
+    assert plain(data)
+    # Nothing reaches the model or Python objects through the template.
+    assert render("{{ contact.save }}{{ contact.__class__ }}{{ contact.tenant.slug }}", {"contact": data}) == ""
+
+
+def test_loops_and_output_are_capped():
+    with pytest.raises(RenderError, match="loop iteration limit"):
+        render(f"{{% for i in (1..{MAX_LOOP_ITERATIONS + 1}) %}}x{{% endfor %}}", {})
+    with pytest.raises(RenderError, match="output stream limit"):
+        render("{% for i in (1..900) %}" + "x" * 1000 + "{% endfor %}", {})
+
+
+def test_checks_on_save_point_at_the_line():
+    assert check_template("Hello\n{% if contact.first_name %}\nno end").errors == [
+        "At the end (line 3): expected tag endif, found end of expression"
+    ]
+    assert check_template("a\n\n{% bogus %}").errors == ["Line 3: unexpected tag 'bogus'"]
+    assert check_template("{{ contact.first_name | shout }}").errors == ["Unknown filter: shout."]
+    assert check_template("x" * 200_001).errors == ["At most 200,000 characters."]
+
+
+def test_unknown_variables_are_warned_not_refused():
+    check = check_template(
+        "{{ contact.frist_name }} {{ contact.attributes.plan }} {{ contact.attributes.tier }} {{ links.unsubscribe }} "
+        "{{ contact.interests.first }} {{ order.total }}",
+        attribute_keys=["plan"],
+    )
+    assert check.ok
+    assert check.warnings == [
+        "Unknown custom attribute: {{ contact.attributes.tier }} renders empty.",
+        "Unknown variable: {{ contact.frist_name }} renders empty.",
+        "Unknown variable: {{ order.total }} renders empty.",
+    ]
+
+
+def test_text_part_from_html():
+    markup = (
+        "<html><head><title>t</title><style>p {color: red}</style></head><body>"
+        "<h1>Spring sale</h1><p>Up to <b>50%</b> off.&nbsp;<a href='https://s.example/p'>Shop now</a></p>"
+        "<ul><li>Shoes</li><li>Bags</li></ul><p><a href='mailto:x@y.example'>Write to us</a></p></body></html>"
+    )
+    assert html_to_text(markup) == (
+        "Spring sale\n\nUp to 50% off. Shop now (https://s.example/p)\n\n- Shoes\n- Bags\n\nWrite to us"
+    )
