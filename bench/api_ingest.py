@@ -8,7 +8,11 @@ Scenarios (each request is one batch of 1,000-5,000 rows; a few clients post at 
 2. `POST /api/v1/contacts/bulk/`, half new and half existing contacts (changed fields) → contacts/s;
 3. `POST /api/v1/events/batch/`, events of the pool's ~50,000 external ids (and some anonymous
    visitors), each with a unique idempotency key → events/s;
-4. the same event batches again: every row a duplicate (the idempotency check alone).
+4. the same event batches again: every row a duplicate (the idempotency check alone);
+5. the same events with new keys, sent with `Prefer: respond-async`: the API stores them and answers
+   202, a real Celery worker (solo pool, its own process) applies rollups, summaries and lifecycle.
+   Two figures: the accept rate (until the last 202) and the end-to-end rate (until the worker has
+   applied every batch, i.e. `EventBacklog` is empty).
 
 Data comes from contacts.generator (the one generator of the demo and the benchmarks): every
 first-class field, custom attributes, and events with realistic names, properties and revenue.
@@ -39,6 +43,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("BENCH_PORT", "8767")  # not run.py's port: another benchmark may be running
+# Keep each process's database connection for the whole run, so the CPU meter sees every backend
+# (a backend that exits takes its CPU time with it; the default recycles connections after 60 s).
+os.environ.setdefault("CONN_MAX_AGE", "3600")
 
 from bench import run as base
 
@@ -46,6 +53,7 @@ DB_NAME = os.environ.get("BENCH_DB", "segmentor_bench_api")
 POOL = int(os.environ.get("BENCH_POOL", "50000"))  # contacts (external ids) in the pool
 EVENTS = int(os.environ.get("BENCH_EVENTS", "300000"))
 CLIENTS = int(os.environ.get("BENCH_CLIENTS", "4"))
+ASYNC = os.environ.get("BENCH_ASYNC", "1") == "1"  # 0: skip scenario 5 (e.g. to measure older code)
 MIN_BATCH, MAX_BATCH = 1_000, 5_000
 SEED = 20261128
 
@@ -193,14 +201,71 @@ class Outcome:
     latencies: list[float] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds: app (gunicorn, worker), database
 
 
-def post_all(path: str, secret: str, bodies: list[tuple[int, bytes]]) -> Outcome:
+# --- CPU accounting: the machine is shared, so wall-clock rates move with the load; CPU time spent
+# per row by our own processes does not (much), and 2 cores / (CPU per row) is the idle-machine ceiling.
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def app_pids(*parents: subprocess.Popen[bytes]) -> list[int]:
+    """The server and worker processes and their children (gunicorn's workers)."""
+    pids = [p.pid for p in parents]
+    for parent in parents:
+        children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+        if children.exists():
+            pids += [int(pid) for pid in children.read_text().split()]
+    return pids
+
+
+def database_pids() -> list[int]:
+    import psycopg
+
+    with psycopg.connect(base.DATABASE_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
+class CpuMeter:
+    """CPU seconds used between start() and stop() by the app's processes and their database backends."""
+
+    def __init__(self, *processes: subprocess.Popen[bytes]) -> None:
+        self.processes = processes
+
+    def snapshot(self) -> dict[int, float]:
+        return {pid: process_cpu(pid) for pid in {*app_pids(*self.processes), *database_pids()}}
+
+    def start(self) -> None:
+        self.before = self.snapshot()
+        self.app_before = set(app_pids(*self.processes))
+
+    def stop(self) -> dict[str, float]:
+        after = self.snapshot()
+        app = set(app_pids(*self.processes)) | self.app_before
+        used = {pid: cpu - self.before.get(pid, 0.0) for pid, cpu in after.items()}
+        return {
+            "app": sum(v for pid, v in used.items() if pid in app),
+            "database": sum(v for pid, v in used.items() if pid not in app),
+        }
+
+
+def post_all(path: str, secret: str, bodies: list[tuple[int, bytes]], extra: dict[str, str] | None = None) -> Outcome:
     """Post the bodies from CLIENTS keep-alive connections at once; each client takes the next body."""
     outcome = Outcome()
     lock = threading.Lock()
     work: Iterator[tuple[int, bytes]] = iter(bodies)
-    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+    headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json", **(extra or {})}
 
     def client() -> None:
         conn = http.client.HTTPConnection("127.0.0.1", base.PORT, timeout=300)
@@ -217,7 +282,7 @@ def post_all(path: str, secret: str, bodies: list[tuple[int, bytes]]) -> Outcome
             elapsed = (time.perf_counter() - started) * 1000
             with lock:
                 outcome.latencies.append(elapsed)
-                if response.status != 200:
+                if response.status not in (200, 202):
                     outcome.errors.append(f"{response.status}: {payload[:300]!r}")
                     continue
                 outcome.rows += rows
@@ -234,6 +299,40 @@ def post_all(path: str, secret: str, bodies: list[tuple[int, bytes]]) -> Outcome
     return outcome
 
 
+def start_worker() -> subprocess.Popen[bytes]:
+    """A real Celery worker on the benchmark's broker and database, as production runs it (own process)."""
+    celery = str(Path(base.PYTHON).parent / "celery")
+    subprocess.run([celery, "-A", "segmentor", "purge", "-f"], cwd=base.ROOT, env=base.env(), check=True,
+                   capture_output=True)  # fmt: skip
+    return subprocess.Popen(
+        [celery, "-A", "segmentor", "worker", "--pool=solo", "-l", "warning", "--without-heartbeat",
+         "--without-gossip", "--without-mingle"],
+        cwd=base.ROOT, env=base.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def backlog_size() -> int:
+    """Event batches stored but not yet applied (all tenants: the platform flag passes row-level security)."""
+    import psycopg
+
+    with psycopg.connect(base.DATABASE_URL, autocommit=True) as conn:
+        conn.execute("SELECT set_config('app.platform_access', 'on', false)")
+        row = conn.execute("SELECT count(*) FROM contacts_eventbacklog").fetchone()
+    return int(row[0]) if row else 0
+
+
+def post_async(path: str, secret: str, bodies: list[tuple[int, bytes]], meter: CpuMeter) -> tuple[Outcome, Outcome]:
+    """Post with `Prefer: respond-async`; return the outcome until accepted and until applied."""
+    started = time.perf_counter()
+    meter.start()
+    accepted = post_all(path, secret, bodies, {"Prefer": "respond-async"})
+    while backlog_size():
+        time.sleep(0.05)
+    applied = Outcome(accepted.rows, time.perf_counter() - started, accepted.latencies, accepted.counts)
+    applied.cpu = meter.stop()
+    return accepted, applied
+
+
 def main() -> None:
     random.seed(SEED)
     base.use_database(DB_NAME)
@@ -242,12 +341,17 @@ def main() -> None:
     new_batches, mixed_batches = contact_batches(pool)
     events = event_rows(pool)
     event_batches = batched(events, "events")
+    for row in events:  # the same events once more, under new keys, for the asynchronous scenario
+        row["idempotency_key"] = "async-" + row["idempotency_key"]
+    async_batches = batched(events, "events")
     del pool, events
     print(f"generated the requests in {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
+    load_start = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     base.prepare()
     secret = write_key()
     server = base.start_server()
+    worker = start_worker() if ASYNC else server  # the server stands in: one process list for the meter
     try:
         from contacts.generator import ATTRIBUTE_DEFINITIONS  # Django is set up by generated_pool()
 
@@ -270,30 +374,50 @@ def main() -> None:
              event_batches),
         ]  # fmt: skip
         rows = []
+        meter = CpuMeter(server, worker)
         for name, unit, path, bodies in scenarios:
             vacuum_analyze()
+            meter.start()
             outcome = post_all(path, secret, bodies)
+            outcome.cpu = meter.stop()
             rows.append((name, unit, len(bodies), outcome))
             print(f"{name}: {outcome.rows / outcome.seconds:,.0f} {unit}/s {outcome.counts}", file=sys.stderr)
+        vacuum_analyze()
+        if ASYNC:
+            accepted, end_to_end = post_async("/api/v1/events/batch/", secret, async_batches, meter)
+            rows.append(("`POST /events/batch/` + `Prefer: respond-async`: accepted (202)", "events",
+                         len(async_batches), accepted))  # fmt: skip
+            rows.append(("… and applied by the worker (end to end)", "events", len(async_batches), end_to_end))
+            print(f"async: accepted {accepted.rows / accepted.seconds:,.0f}/s, applied end to end "
+                  f"{end_to_end.rows / end_to_end.seconds:,.0f}/s {accepted.counts}", file=sys.stderr)  # fmt: skip
     finally:
-        server.terminate()
-        server.wait(10)
+        for process in (server, worker):
+            process.terminate()
+        for process in (server, worker):
+            process.wait(30)
+    load_end = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     counts = database_counts()
 
     print(f"\n### {time.strftime('%Y-%m-%d')} · {platform.node()} · {os.cpu_count()} cores · API ingest")
     print(
         f"gunicorn {base.WORKERS} sync workers, {CLIENTS} concurrent clients, batches of {MIN_BATCH:,}-"
         f"{MAX_BATCH:,} rows, pool of {POOL:,} contacts, PostgreSQL database `{DB_NAME}`, "
-        "`VACUUM (ANALYZE)` before each scenario\n"
+        "`VACUUM (ANALYZE)` before each scenario; a Celery worker (solo pool) for the asynchronous one; "
+        f"load average (1/5/15 min) at the start {load_start}, at the end {load_end}\n"
     )
-    print("| scenario | batches | rows | rows/s | p50 ms/batch | p99 ms/batch | results | errors |")
-    print("|---|---:|---:|---:|---:|---:|---|---:|")
+    print(
+        "| scenario | batches | rows | rows/s | p50 ms/batch | p99 ms/batch | CPU µs/row app + db | "
+        "rows/s ceiling (2 idle cores) | results | errors |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
     for name, unit, batches, o in rows:
         q = statistics.quantiles(o.latencies, n=100) if len(o.latencies) > 1 else o.latencies * 99
         results = ", ".join(f"{k} {v:,}" for k, v in sorted(o.counts.items()) if v)
+        app, db = (o.cpu.get(k, 0.0) * 1e6 / max(o.rows, 1) for k in ("app", "database"))
+        cpu, ceiling = (f"{app:,.0f} + {db:,.0f}", f"{2e6 / (app + db):,.0f}") if o.cpu else ("–", "–")
         print(
             f"| {name} | {batches} | {o.rows:,} | **{o.rows / o.seconds:,.0f} {unit}/s** | {q[49]:,.0f} | "
-            f"{q[98]:,.0f} | {results} | {len(o.errors)} |"
+            f"{q[98]:,.0f} | {cpu} | {ceiling} | {results} | {len(o.errors)} |"
         )
     print(f"\nDatabase afterwards: {counts['contacts']:,} contacts, {counts['events']:,} events, "
           f"rollups counting {counts['rollup_count']:,} events.")  # fmt: skip

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, cast
 
+import orjson
 from django.db import connection, models
 
 from tenants.models import Tenant
@@ -19,10 +21,32 @@ from tenants.models import Tenant
 SQLITE_CHUNK = 200  # rows per multi-row VALUES statement (SQLite allows 32,766 parameters)
 # A list of strings sent as one JSON parameter, as an array for `= ANY(...)`.
 JSON_TEXT_ARRAY = "ARRAY(SELECT json_array_elements_text(%s::json))"
+# The same for ids. Cast inside: `ARRAY(...)::bigint[]` is a cast PostgreSQL applies per row, and
+# under row-level security it keeps `id = ANY(...)` out of the index (a seq scan: 17 s at 130k events).
+JSON_BIGINT_ARRAY = "ARRAY(SELECT json_array_elements_text(%s::json)::bigint)"
 # Join the rows of a recordset to the table by primary key, tenant included. The tenant is a join
 # column rather than a constant: with a constant the planner may think the tenant small (stale
 # statistics after a big load) and scan it once per record; joined, it looks each record up.
 MATCH_RECORD = "{table}.id = {record}.id AND {table}.tenant_id = {record}.tenant_id"
+
+
+def each_value_lookup(table: str, column: str, columns: Sequence[str], *, cast: str = "text") -> str:
+    """SQL that finds the tenant's rows whose ``column`` equals one of a JSON list of values.
+
+    Parameters: the JSON list, then the tenant id. One index probe per value (a LATERAL join), so
+    the plan does not depend on statistics: ``column = ANY(array)`` with statistics that think the
+    tenant small (a table that grew since the last ANALYZE) became a scan of the whole tenant with
+    the array searched per row -- 1.7 s for 4,000 identities among 19,000 contacts. ``column`` must
+    be unique per tenant: ``LIMIT 1`` keeps the planner from flattening the probe into a hash join
+    (a scan of the tenant again). A text column is also required to be non-blank: that puts the
+    probe inside a partial unique index.
+    """
+    blank = f" AND t.{column} <> ''" if cast == "text" else ""
+    return (
+        f"SELECT {', '.join(f't.{name}' for name in columns)} FROM json_array_elements_text(%s::json) AS v(value) "
+        f"CROSS JOIN LATERAL (SELECT * FROM {table} AS t WHERE t.tenant_id = %s{blank} "
+        f"AND t.{column} = v.value::{cast} LIMIT 1) AS t"
+    )
 
 
 def _json_default(value: Any) -> Any:
@@ -38,7 +62,18 @@ _ROWS_JSON = json.JSONEncoder(default=_json_default, ensure_ascii=False, separat
 
 def rows_json(rows: Any) -> str:
     """Serialise rows for json_to_recordset (and ``json_array_elements``)."""
-    return _ROWS_JSON.encode(rows)
+    try:  # orjson: ~8x faster on a batch of events (datetimes natively, no isoformat per value)
+        return orjson.dumps(rows, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # orjson refuses integers beyond 64 bits; the standard library writes them
+        return _ROWS_JSON.encode(rows)
+
+
+def json_bytes(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON (what it costs to store: properties are limited by this)."""
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        return json.dumps(value, default=str, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _sql_type(field: models.Field[Any, Any]) -> str:

@@ -1,17 +1,21 @@
 """Event ingest (single and batch) and identify, like Segment's track/identify.
 
-A batch is validated row by row; valid rows are stored with one INSERT of arrays
-(``ON CONFLICT DO NOTHING`` on the idempotency key, so a repeat is a no-op even
-between concurrent requests), then the per-day rollups and the contacts'
-engagement summaries are updated with one statement each, locking rows in id
-order so concurrent batches never deadlock. New identities become contacts the
-same way (a concurrent batch creating the same one first is no error).
+A batch is validated row by row; valid rows are stored with one INSERT (``ON CONFLICT
+DO NOTHING`` on the idempotency key, so a repeat is a no-op even between concurrent
+requests). Applying them -- the per-day rollups, the contacts' engagement summaries and
+the buyers' lifecycle stages -- is one set-based statement per table that reads the
+stored events by id, locking rows in id order so concurrent batches never deadlock. It
+runs in the same transaction, or (``defer_apply``) in a worker: the batch's ids are
+recorded in ``EventBacklog`` with the events, and the worker applies and deletes that
+row in one transaction. New identities become contacts when the events are stored (a
+concurrent batch creating the same one first is no error).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
+import functools
+import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -24,20 +28,32 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from contacts.bulk_sql import JSON_TEXT_ARRAY, MATCH_RECORD, bulk_insert_rows, rows_json
+from contacts.bulk_sql import (
+    JSON_BIGINT_ARRAY,
+    MATCH_RECORD,
+    bulk_insert_rows,
+    each_value_lookup,
+    json_bytes,
+    rows_json,
+)
 from contacts.lifecycle import STAGE_INPUTS, derive_stage, lifecycle_refresh
 from contacts.models import (
     ConsentRecord,
     ConsentState,
     Contact,
     Event,
+    EventBacklog,
     EventDailyRollup,
     LifecycleTransition,
 )
 from contacts.normalize import normalise_email
 from contacts.services import NUL_MESSAGE, RowResult, contact_upsert, contains_nul
+from contacts.signals import contacts_touched
 from tenants.audit import Actor, audit
+from tenants.context import platform_access
 from tenants.models import Tenant
+
+logger = logging.getLogger(__name__)
 
 MAX_BATCH_EVENTS = 10_000
 MAX_PROPERTIES_BYTES = 16_384
@@ -46,6 +62,11 @@ EVENT_NAME = re.compile(r"^[A-Za-z0-9_.:\- ]{1,100}$")
 PURCHASE = "purchase"
 # Events that count as the contact engaging with a message (for last_engaged_at).
 ENGAGEMENT_EVENTS = frozenset({"email_open", "email_click", "sms_click", "push_open", "link_click"})
+# Deferred apply: a worker applies up to this many stored batches in one transaction.
+BACKLOG_BATCHES_PER_APPLY = 10
+# The sweep re-queues batches older than this (their worker died or their message was lost).
+BACKLOG_SWEEP_AGE = dt.timedelta(minutes=2)
+APPLY_LOCK = 0x5E6  # advisory lock class: one applier of events per tenant at a time
 MAX_ID = 2**63 - 1  # the largest bigint: a contact_id beyond it names no contact
 REFERENCE_KEYS = ("contact_id", "external_id", "email", "anonymous_id")
 EVENT_KEYS = frozenset(
@@ -66,7 +87,6 @@ class CleanEvent:
     idempotency_key: str
 
 
-_PROPERTIES_JSON = json.JSONEncoder(default=str)
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
 
@@ -118,10 +138,10 @@ def _clean_event(index: int, data: Any, default_source: str, now: dt.datetime) -
     if not isinstance(properties, dict):
         errors["properties"] = ["Expected a JSON object."]
     elif properties:
-        encoded = _PROPERTIES_JSON.encode(properties)  # ASCII: a NUL shows as \u0000
+        encoded = json_bytes(properties)  # a NUL shows as \u0000
         if len(encoded) > MAX_PROPERTIES_BYTES:
             errors["properties"] = [f"At most {MAX_PROPERTIES_BYTES} bytes of properties."]
-        elif "\\u0000" in encoded and contains_nul(properties):
+        elif b"\\u0000" in encoded and contains_nul(properties):
             errors["properties"] = [NUL_MESSAGE]
     revenue: Decimal | None = None
     if data.get("revenue") not in (None, ""):
@@ -148,46 +168,6 @@ def _clean_event(index: int, data: Any, default_source: str, now: dt.datetime) -
     return CleanEvent(index, reference, str(name), occurred_at, properties, revenue, currency, source, str(key))
 
 
-def events_ingest(*, tenant: Tenant, events: list[Any], source: str = "api") -> list[RowResult]:
-    """Store a batch of events; return one result per row (accepted, duplicate or error)."""
-    if len(events) > MAX_BATCH_EVENTS:
-        raise ValidationError(f"At most {MAX_BATCH_EVENTS} events per request.")
-    now = timezone.now()
-    results: dict[int, RowResult] = {}
-    clean: list[CleanEvent] = []
-    seen_keys: set[str] = set()
-    for index, data in enumerate(events):
-        item = _clean_event(index, data, source, now)
-        if isinstance(item, RowResult):
-            results[index] = item
-        elif item.idempotency_key and item.idempotency_key in seen_keys:
-            results[index] = RowResult(index, "duplicate")
-        else:
-            seen_keys.add(item.idempotency_key)
-            clean.append(item)
-    with transaction.atomic():
-        _check_constraints_per_statement(True)
-        contacts = _resolve_contacts(tenant, clean, now, results)
-        clean = [e for e in clean if e.index not in results]
-        inserted = _insert_events(tenant, clean, contacts)
-        stored = [e for e in clean if e.index in inserted]
-        for event in clean:
-            if event.index in inserted:
-                results[event.index] = RowResult(event.index, "accepted", id=inserted[event.index])
-            else:
-                results[event.index] = RowResult(event.index, "duplicate")
-        if stored:
-            _update_rollups(tenant, stored, contacts)
-            _update_summaries(tenant, stored, contacts)
-            # Only purchases move the figures a stage is derived from (orders and revenue).
-            buyers = {contacts[e.reference] for e in stored if e.name == PURCHASE}
-            if buyers:
-                buying = Contact.objects.filter(tenant=tenant, pk__in=sorted(buyers)).only(*STAGE_INPUTS)
-                lifecycle_refresh(tenant=tenant, contacts=buying, reason="events")
-        _check_constraints_per_statement(False)
-    return [results[index] for index in sorted(results)]
-
-
 def _check_constraints_per_statement(immediate: bool) -> None:
     """Check foreign keys as each statement ends instead of at commit (or go back to Django's way).
 
@@ -209,13 +189,10 @@ def _find_contacts(tenant: Tenant, wanted: dict[str, set[str]]) -> dict[tuple[st
             lookup = {f"{column}__in": [int(v) for v in values] if key == "contact_id" else values}
             rows = list(Contact.objects.filter(tenant=tenant, **lookup).values_list(column, "pk"))
         else:
-            # `<> ''` proves the lookup is inside the partial unique index (PostgreSQL cannot for >100 values).
-            blank = "" if key == "contact_id" else f"AND {column} <> '' "
-            array = f"{JSON_TEXT_ARRAY}::bigint[]" if key == "contact_id" else JSON_TEXT_ARRAY
-            table = Contact._meta.db_table
-            sql = f"SELECT {column}, id FROM {table} WHERE tenant_id = %s {blank}AND {column} = ANY({array})"
+            cast = "bigint" if key == "contact_id" else "text"
+            sql = each_value_lookup(Contact._meta.db_table, column, (column, "id"), cast=cast)
             with connection.cursor() as cursor:
-                cursor.execute(sql, [tenant.pk, rows_json(sorted(values))])
+                cursor.execute(sql, [rows_json(sorted(values)), tenant.pk])
                 rows = cursor.fetchall()
         for value, contact_id in rows:
             found[(key, str(value))] = contact_id
@@ -264,7 +241,7 @@ def _insert_events(tenant: Tenant, events: list[CleanEvent], contacts: dict[tupl
     """Insert with ON CONFLICT DO NOTHING; return {row index: event id} for rows stored now."""
     rows = [
         {
-            "contact_id": contacts[e.reference], "name": e.name, "occurred_at": e.occurred_at.isoformat(),
+            "contact_id": contacts[e.reference], "name": e.name, "occurred_at": e.occurred_at,
             "properties": e.properties, "revenue": None if e.revenue is None else str(e.revenue),
             "currency": e.currency, "source": e.source, "idempotency_key": e.idempotency_key,
         }
@@ -281,32 +258,216 @@ def _insert_events(tenant: Tenant, events: list[CleanEvent], contacts: dict[tupl
     return {(by_key[key] if key else next(keyless)): event_id for event_id, key in stored}
 
 
-def _update_rollups(tenant: Tenant, events: list[CleanEvent], contacts: dict[tuple[str, str], int]) -> None:
+def events_ingest(
+    *, tenant: Tenant, events: list[Any], source: str = "api", defer_apply: bool = False
+) -> list[RowResult]:
+    """Store a batch of events; return one result per row (accepted, duplicate or error).
+
+    The events are stored (and duplicates recognised) before this returns. Their rollups,
+    summaries and lifecycle stages are applied in the same transaction, or with
+    ``defer_apply`` by a worker soon after (``events_apply_backlog``).
+    """
+    if len(events) > MAX_BATCH_EVENTS:
+        raise ValidationError(f"At most {MAX_BATCH_EVENTS} events per request.")
+    now = timezone.now()
+    results: dict[int, RowResult] = {}
+    clean: list[CleanEvent] = []
+    seen_keys: set[str] = set()
+    for index, data in enumerate(events):
+        item = _clean_event(index, data, source, now)
+        if isinstance(item, RowResult):
+            results[index] = item
+        elif item.idempotency_key and item.idempotency_key in seen_keys:
+            results[index] = RowResult(index, "duplicate")
+        else:
+            seen_keys.add(item.idempotency_key)
+            clean.append(item)
+    with transaction.atomic():
+        _check_constraints_per_statement(True)
+        contacts = _resolve_contacts(tenant, clean, now, results)
+        clean = [e for e in clean if e.index not in results]
+        inserted = _insert_events(tenant, clean, contacts)
+        for event in clean:
+            if event.index in inserted:
+                results[event.index] = RowResult(event.index, "accepted", id=inserted[event.index])
+            else:
+                results[event.index] = RowResult(event.index, "duplicate")
+        event_ids = sorted(inserted.values())
+        if event_ids and defer_apply:
+            EventBacklog.objects.create(tenant=tenant, event_ids=event_ids, created_at=now)
+            transaction.on_commit(functools.partial(_schedule_backlog, tenant.pk))
+        elif event_ids:
+            events_apply(tenant=tenant, event_ids=event_ids)
+        _check_constraints_per_statement(False)
+    return [results[index] for index in sorted(results)]
+
+
+def _schedule_backlog(tenant_id: int) -> None:
+    from contacts.tasks import apply_event_backlog  # tasks import this module
+
+    try:
+        apply_event_backlog.delay(tenant_id)
+    except Exception:  # the events are committed: a broker outage must not turn that into an error
+        logger.exception("could not queue the event backlog; the sweep will apply it", extra={"tenant_id": tenant_id})
+
+
+def events_apply_backlog(*, tenant: Tenant, max_batches: int = BACKLOG_BATCHES_PER_APPLY) -> int:
+    """Apply the tenant's stored-but-unapplied event batches; return how many events were applied.
+
+    Each round claims up to ``max_batches`` batches, applies them together (a contact with
+    events in several batches is updated once) and deletes them, in one transaction: an
+    event counts exactly once, and a worker that dies mid-way leaves its batches for the next
+    round or the sweep. Appliers of one tenant take turns (an advisory lock), so they never
+    wait on each other's rows.
+    """
+    applied = 0
+    while True:
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                _take_apply_lock(tenant)
+            claimed = list(
+                EventBacklog.objects.filter(tenant=tenant)
+                .select_for_update(skip_locked=True)
+                .order_by("id")
+                .values_list("id", "event_ids")[:max_batches]
+            )
+            if not claimed:
+                return applied
+            event_ids = sorted({event_id for _, ids in claimed for event_id in ids})
+            events_apply(tenant=tenant, event_ids=event_ids)
+            EventBacklog.objects.filter(tenant=tenant, pk__in=[pk for pk, _ in claimed]).delete()
+            applied += len(event_ids)
+        logger.info("event backlog applied", extra={"tenant_id": tenant.pk, "events": len(event_ids)})
+
+
+def tenants_with_stale_backlog(*, older_than: dt.timedelta | None = None) -> list[int]:
+    """The tenants with event batches unapplied for longer than ``older_than`` (platform code: the sweep)."""
+    cutoff = timezone.now() - (BACKLOG_SWEEP_AGE if older_than is None else older_than)
+    with platform_access(), transaction.atomic():
+        stale = EventBacklog.all_tenants.filter(created_at__lt=cutoff).values_list("tenant_id", flat=True)
+        return sorted(set(stale))
+
+
+def _take_apply_lock(tenant: Tenant) -> None:
+    """Wait for the tenant's other event appliers (until this transaction ends).
+
+    Concurrent batches touch many of the same contacts and rollup rows: one after the other they
+    cost measurably less than entangled (row-lock waits, shared row locks for the foreign keys),
+    and the order rows are locked in no longer matters, so they cannot deadlock.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [APPLY_LOCK, tenant.pk % 2**31])
+
+
+@transaction.atomic
+def events_apply(*, tenant: Tenant, event_ids: list[int]) -> None:
+    """Add stored events to the rollups and their contacts' summaries; re-derive buyers' stages.
+
+    Reads the events by id, so it applies them to the contact they belong to now (identify
+    may have merged an anonymous visitor in between). Call it once per event.
+    """
+    if not event_ids:
+        return
+    if connection.vendor == "postgresql":
+        _take_apply_lock(tenant)
+        touched = _apply_rollups_postgresql(tenant, event_ids)
+        buyers = _apply_summaries_postgresql(tenant, event_ids)
+    else:
+        stored = _stored_events(tenant, event_ids)
+        touched = {event.contact_id for event in stored}
+        _apply_rollups_portable(tenant, stored)
+        buyer_ids = _apply_summaries_portable(tenant, stored)
+        buyers = list(Contact.objects.filter(tenant=tenant, pk__in=sorted(buyer_ids)).only(*STAGE_INPUTS))
+    # Only purchases move the figures a stage is derived from (orders and revenue).
+    if buyers:
+        lifecycle_refresh(tenant=tenant, contacts=buyers, reason="events")
+    contacts_touched(tenant.pk, touched)
+
+
+# The events of a batch, found by id: ids travel as one JSON document (see bulk_sql).
+BATCH_EVENTS = f"FROM {Event._meta.db_table} AS e WHERE e.tenant_id = %s AND e.id = ANY({JSON_BIGINT_ARRAY})"
+
+
+def _apply_rollups_postgresql(tenant: Tenant, event_ids: list[int]) -> set[int]:
+    """Add the events to their contacts' daily rollups; return the ids of those contacts."""
+    # Sorted: concurrent batches lock the rollup rows in one order, so they wait rather than deadlock.
+    sql = (
+        f"WITH rolled AS (INSERT INTO {EventDailyRollup._meta.db_table} AS r "
+        "(tenant_id, contact_id, name, day, count, revenue) "
+        "SELECT e.tenant_id, e.contact_id, e.name, (e.occurred_at AT TIME ZONE 'UTC')::date, count(*), "
+        f"coalesce(sum(e.revenue), 0) {BATCH_EVENTS} GROUP BY 1, 2, 3, 4 ORDER BY 2, 3, 4 "
+        "ON CONFLICT (tenant_id, contact_id, name, day) "
+        "DO UPDATE SET count = r.count + excluded.count, revenue = r.revenue + excluded.revenue "
+        "RETURNING r.contact_id) SELECT DISTINCT contact_id FROM rolled"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [tenant.pk, rows_json(event_ids)])
+        return {contact_id for (contact_id,) in cursor.fetchall()}
+
+
+def _apply_summaries_postgresql(tenant: Tenant, event_ids: list[int]) -> list[Contact]:
+    """Advance the touched contacts' engagement summaries; return the buyers (with STAGE_INPUTS)."""
+    # Increments and GREATEST/LEAST run under the row lock: concurrent batches add up. A contact
+    # whose summary would not change is left alone (no new row version). None of these columns
+    # is indexed, so with the table's free space (fillfactor) the updates are HOT.
+    sql = (
+        f"WITH updated AS (UPDATE {Contact._meta.db_table} AS c SET "
+        "first_seen_at = LEAST(c.first_seen_at, v.first), last_seen_at = GREATEST(c.last_seen_at, v.last), "
+        "last_engaged_at = GREATEST(c.last_engaged_at, v.engaged), order_count = c.order_count + v.orders, "
+        "total_revenue = c.total_revenue + v.revenue, last_order_at = GREATEST(c.last_order_at, v.last_order) "
+        "FROM (SELECT e.tenant_id, e.contact_id AS id, min(e.occurred_at) AS first, max(e.occurred_at) AS last, "
+        "max(e.occurred_at) FILTER (WHERE e.name = ANY(%s)) AS engaged, "
+        "count(*) FILTER (WHERE e.name = %s) AS orders, "
+        "coalesce(sum(e.revenue) FILTER (WHERE e.name = %s), 0) AS revenue, "
+        f"max(e.occurred_at) FILTER (WHERE e.name = %s) AS last_order {BATCH_EVENTS} "
+        # Sorted by id: concurrent batches lock contacts in one order, so they wait rather than deadlock.
+        "GROUP BY e.tenant_id, e.contact_id ORDER BY e.contact_id) AS v "
+        f"WHERE {MATCH_RECORD.format(table='c', record='v')} AND (v.orders > 0 OR v.first < c.first_seen_at "
+        "OR v.last > c.last_seen_at OR v.engaged > c.last_engaged_at OR c.first_seen_at IS NULL "
+        "OR c.last_seen_at IS NULL OR (v.engaged IS NOT NULL AND c.last_engaged_at IS NULL)) "
+        # Only the buyers travel back (a batch touches thousands of contacts; a few hundred buy).
+        f"RETURNING v.orders > 0 AS bought, {', '.join(f'c.{name}' for name in STAGE_INPUTS)}) "
+        f"SELECT {', '.join(STAGE_INPUTS)} FROM updated WHERE bought"
+    )
+    params: list[Any] = [sorted(ENGAGEMENT_EVENTS), PURCHASE, PURCHASE, PURCHASE, tenant.pk, rows_json(event_ids)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    return [Contact(**dict(zip(STAGE_INPUTS, row, strict=True))) for row in rows]
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """What applying an event reads of it."""
+
+    contact_id: int
+    name: str
+    occurred_at: dt.datetime
+    revenue: Decimal | None
+
+
+def _stored_events(tenant: Tenant, event_ids: list[int]) -> list[StoredEvent]:
+    stored: list[StoredEvent] = []
+    for start in range(0, len(event_ids), INSERT_CHUNK):  # SQLite limits the parameters of a statement
+        rows = Event.objects.filter(tenant=tenant, pk__in=event_ids[start : start + INSERT_CHUNK])
+        stored += [StoredEvent(*row) for row in rows.values_list("contact_id", "name", "occurred_at", "revenue")]
+    return stored
+
+
+def _apply_rollups_portable(tenant: Tenant, events: list[StoredEvent]) -> None:
     totals: dict[tuple[int, str, dt.date], list[Any]] = defaultdict(lambda: [0, Decimal(0)])
     for event in events:
-        bucket = totals[(contacts[event.reference], event.name, event.occurred_at.astimezone(dt.UTC).date())]
+        bucket = totals[(event.contact_id, event.name, event.occurred_at.astimezone(dt.UTC).date())]
         bucket[0] += 1
         bucket[1] += event.revenue or 0
-    # Sorted: concurrent batches lock the rollup rows in one order, so they wait rather than deadlock.
     items = sorted(totals.items())
     table = EventDailyRollup._meta.db_table
     upsert = (
         "ON CONFLICT (tenant_id, contact_id, name, day) "
         "DO UPDATE SET count = r.count + excluded.count, revenue = r.revenue + excluded.revenue"
     )
-    if connection.vendor == "postgresql":
-        sql = (
-            f"INSERT INTO {table} AS r (tenant_id, contact_id, name, day, count, revenue) "
-            "SELECT %s, (v->>0)::bigint, v->>1, (v->>2)::date, (v->>3)::int, (v->>4)::numeric "
-            f"FROM json_array_elements(%s::json) AS v {upsert}"
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(
-                sql, [tenant.pk, rows_json([[c, n, d.isoformat(), k, str(r)] for (c, n, d), (k, r) in items])]
-            )
-        return
-    for start in range(0, len(items), INSERT_CHUNK):
-        chunk = items[start : start + INSERT_CHUNK]
+    for start in range(0, len(items), INSERT_CHUNK // 6):
+        chunk = items[start : start + INSERT_CHUNK // 6]
         placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
         values: list[Any] = []
         for (contact_id, name, day), (count, revenue) in chunk:
@@ -316,73 +477,34 @@ def _update_rollups(tenant: Tenant, events: list[CleanEvent], contacts: dict[tup
             cursor.execute(sql + upsert, values)
 
 
-SUMMARY = ("first", "last", "engaged", "orders", "revenue", "last_order")
-
-
-def _update_summaries(tenant: Tenant, events: list[CleanEvent], contacts: dict[tuple[str, str], int]) -> set[int]:
-    """Advance each touched contact's engagement summary; return the touched contact ids."""
-    summary: dict[int, list[Any]] = {}  # contact id → [first, last, engaged, orders, revenue, last order]
-    for event in events:
-        at = event.occurred_at
-        s = summary.get(contacts[event.reference])
-        if s is None:
-            s = summary[contacts[event.reference]] = [at, at, None, 0, Decimal(0), None]
-        elif at < s[0]:
-            s[0] = at
-        elif at > s[1]:
-            s[1] = at
-        if event.name in ENGAGEMENT_EVENTS and (s[2] is None or at > s[2]):
-            s[2] = at
+def _apply_summaries_portable(tenant: Tenant, events: list[StoredEvent]) -> set[int]:
+    """Advance each touched contact's engagement summary; return the ids of contacts that bought."""
+    summary: dict[int, dict[str, Any]] = {}
+    for event in sorted(events, key=lambda e: e.occurred_at):
+        s = summary.setdefault(
+            event.contact_id,
+            {"first": event.occurred_at, "engaged": None, "orders": 0, "revenue": Decimal(0), "last_order": None},
+        )
+        s["last"] = event.occurred_at
+        if event.name in ENGAGEMENT_EVENTS:
+            s["engaged"] = event.occurred_at
         if event.name == PURCHASE:
-            s[3] += 1
-            s[4] += event.revenue or 0
-            if s[5] is None or at > s[5]:
-                s[5] = at
-    if connection.vendor == "postgresql":
-        _update_summaries_postgresql(tenant, summary)
-    else:
-        for contact_id, values in summary.items():
-            _update_summary_portable(tenant, contact_id, dict(zip(SUMMARY, values, strict=True)))
-    return set(summary)
-
-
-def _update_summaries_postgresql(tenant: Tenant, summary: dict[int, list[Any]]) -> None:
-    # Sorted by id: concurrent batches lock contacts in one order, so they wait rather than deadlock.
-    rows = [
-        {"id": contact_id, "tenant_id": tenant.pk,
-         **{name: value.isoformat() if isinstance(value, dt.datetime) else str(value) if isinstance(value, Decimal)
-            else value for name, value in zip(SUMMARY, values, strict=True)}}
-        for contact_id, values in sorted(summary.items())
-    ]  # fmt: skip
-    # Increments and GREATEST/LEAST run under the row lock: concurrent batches add up. A contact
-    # whose summary would not change is left alone (no new row version, no index entries).
-    sql = (
-        f"UPDATE {Contact._meta.db_table} AS c SET "
-        "first_seen_at = LEAST(c.first_seen_at, v.first), last_seen_at = GREATEST(c.last_seen_at, v.last), "
-        "last_engaged_at = GREATEST(c.last_engaged_at, v.engaged), order_count = c.order_count + v.orders, "
-        "total_revenue = c.total_revenue + v.revenue, last_order_at = GREATEST(c.last_order_at, v.last_order) "
-        "FROM json_to_recordset(%s::json) AS v(id bigint, tenant_id bigint, first timestamptz, last timestamptz, "
-        "engaged timestamptz, orders int, revenue numeric, last_order timestamptz) "
-        f"WHERE {MATCH_RECORD.format(table='c', record='v')} AND (v.orders > 0 OR v.first < c.first_seen_at "
-        "OR v.last > c.last_seen_at OR v.engaged > c.last_engaged_at OR c.first_seen_at IS NULL "
-        "OR c.last_seen_at IS NULL OR (v.engaged IS NOT NULL AND c.last_engaged_at IS NULL))"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [rows_json(rows)])
-
-
-def _update_summary_portable(tenant: Tenant, contact_id: int, s: dict[str, Any]) -> None:
-    contact = Contact.objects.select_for_update().get(tenant=tenant, pk=contact_id)
-    contact.first_seen_at = min(filter(None, (contact.first_seen_at, s["first"])))
-    contact.last_seen_at = max(filter(None, (contact.last_seen_at, s["last"])))
-    if s["engaged"]:
-        contact.last_engaged_at = max(filter(None, (contact.last_engaged_at, s["engaged"])))
-    if s["last_order"]:
-        contact.last_order_at = max(filter(None, (contact.last_order_at, s["last_order"])))
-    contact.save(update_fields=["first_seen_at", "last_seen_at", "last_engaged_at", "last_order_at"])
-    Contact.objects.filter(pk=contact_id).update(
-        order_count=F("order_count") + s["orders"], total_revenue=F("total_revenue") + s["revenue"]
-    )
+            s["orders"] += 1
+            s["revenue"] += event.revenue or 0
+            s["last_order"] = event.occurred_at
+    for contact_id, s in sorted(summary.items()):
+        contact = Contact.objects.select_for_update().get(tenant=tenant, pk=contact_id)
+        contact.first_seen_at = min(filter(None, (contact.first_seen_at, s["first"])))
+        contact.last_seen_at = max(filter(None, (contact.last_seen_at, s["last"])))
+        if s["engaged"]:
+            contact.last_engaged_at = max(filter(None, (contact.last_engaged_at, s["engaged"])))
+        if s["last_order"]:
+            contact.last_order_at = max(filter(None, (contact.last_order_at, s["last_order"])))
+        contact.save(update_fields=["first_seen_at", "last_seen_at", "last_engaged_at", "last_order_at"])
+        Contact.objects.filter(pk=contact_id).update(
+            order_count=F("order_count") + s["orders"], total_revenue=F("total_revenue") + s["revenue"]
+        )
+    return {contact_id for contact_id, s in summary.items() if s["orders"]}
 
 
 # --- identify ---------------------------------------------------------------------------

@@ -185,6 +185,24 @@ class EventDailyRollup(TenantOwnedModel):
         return f"{self.name} x{self.count} on {self.day}"
 
 
+class EventBacklog(TenantOwnedModel):
+    """A batch of stored events whose rollups, summaries and lifecycle are not applied yet.
+
+    Written by an asynchronous ingest in the transaction that stores the events; a worker
+    applies the batch and deletes this row in one transaction, so each event counts once,
+    and a crashed worker leaves the row for the next one (or the sweep) to pick up.
+    """
+
+    event_ids = models.JSONField(default=list)
+    created_at = models.DateTimeField()
+
+    class Meta(TenantOwnedModel.Meta):
+        indexes = [models.Index(fields=["tenant", "id"], name="event_backlog_tenant_id")]
+
+    def __str__(self) -> str:
+        return f"{len(self.event_ids)} events to apply"
+
+
 class LifecycleTransition(TenantOwnedModel):
     contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+")
     from_stage = models.CharField(max_length=20, choices=LifecycleStage.choices, blank=True)

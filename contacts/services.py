@@ -21,7 +21,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from contacts.bulk_sql import JSON_TEXT_ARRAY, bulk_insert_rows, bulk_update_rows, rows_json
+from contacts.bulk_sql import bulk_insert_rows, bulk_update_rows, each_value_lookup, rows_json
 from contacts.fields import FIELDS_BY_NAME, IDENTITY_KEYS, AttributeSchema, clean_contact_fields
 from contacts.lifecycle import derive_stage, lifecycle_refresh
 from contacts.models import AttributeDefinition, Contact, LifecycleTransition
@@ -258,14 +258,13 @@ def _existing_contacts(tenant: Tenant, external_ids: set[str], emails: set[str])
     if connection.vendor != "postgresql":
         matched = Contact.objects.filter(tenant=tenant).filter(Q(external_id__in=external_ids) | Q(email__in=emails))
         return list(matched.values(*EXISTING_COLUMNS))
-    # One lookup per identity, each provably inside its partial unique index (`<> ''`); an OR of
-    # the two, or a list of more than 100 values, would not use those indexes.
-    select = f"SELECT {', '.join(EXISTING_COLUMNS)} FROM {Contact._meta.db_table} WHERE tenant_id = %s"
+    # One lookup per identity, each inside its partial unique index; an OR of the two would not use them.
+    table = Contact._meta.db_table
     sql = (
-        f"{select} AND external_id <> '' AND external_id = ANY({JSON_TEXT_ARRAY}) UNION ALL "
-        f"{select} AND email <> '' AND email = ANY({JSON_TEXT_ARRAY})"
+        f"{each_value_lookup(table, 'external_id', EXISTING_COLUMNS)} UNION ALL "
+        f"{each_value_lookup(table, 'email', EXISTING_COLUMNS)}"
     )
-    params: list[Any] = [tenant.pk, rows_json(sorted(external_ids)), tenant.pk, rows_json(sorted(emails))]
+    params: list[Any] = [rows_json(sorted(external_ids)), tenant.pk, rows_json(sorted(emails)), tenant.pk]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         by_id = {row[0]: dict(zip(EXISTING_COLUMNS, row, strict=True)) for row in cursor.fetchall()}

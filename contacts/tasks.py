@@ -7,6 +7,7 @@ from django.template.loader import render_to_string
 
 from contacts.consent import confirmation_token, confirmation_url
 from contacts.importer import run_import  # noqa: F401 - registers the task
+from contacts.ingest import events_apply_backlog, tenants_with_stale_backlog
 from contacts.models import ConsentRecord, ConsentStatus
 from contacts.privacy import events_apply_retention
 from segmentor.celery import app, tenant_task
@@ -50,4 +51,21 @@ def apply_retention_all() -> int:
     ids = list(Tenant.objects.values_list("pk", flat=True))
     for tenant_id in ids:
         apply_retention.delay(tenant_id)
+    return len(ids)
+
+
+@tenant_task()
+def apply_event_backlog(tenant_id: int) -> int:
+    """Apply the tenant's events stored by an asynchronous batch (rollups, summaries, lifecycle)."""
+    return events_apply_backlog(tenant=Tenant.objects.get(pk=tenant_id))
+
+
+@app.task
+def apply_event_backlog_all() -> int:
+    """Beat tick: re-queue event batches left unapplied (a worker died, a message was lost)."""
+    ids = tenants_with_stale_backlog()
+    for tenant_id in ids:
+        apply_event_backlog.delay(tenant_id)
+    if ids:
+        logger.warning("stale event backlog re-queued", extra={"tenant_ids": ids})
     return len(ids)

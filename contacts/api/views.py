@@ -13,7 +13,13 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from django.utils.functional import cached_property
-from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -66,6 +72,12 @@ def parse(serializer_class: type[serializers.Serializer], data: Any) -> Any:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+def prefers_async(request: Request) -> bool:
+    """Whether the client sent ``Prefer: respond-async`` (RFC 7240; preferences are comma-separated)."""
+    preferences = request.headers.get("Prefer", "")
+    return any(part.split(";")[0].strip().lower() == "respond-async" for part in preferences.split(","))
 
 
 def row_counts(results: list[dict[str, Any]], statuses: tuple[str, ...]) -> dict[str, int]:
@@ -275,7 +287,20 @@ class EventBatchView(APIView):
     @extend_schema(
         operation_id="events_batch",
         request=s.EventBatchSerializer,
-        responses={200: s.EventBatchResultSerializer, 400: ERROR_RESPONSE},
+        parameters=[
+            OpenApiParameter(
+                "Prefer",
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                enum=["respond-async"],
+                description=(
+                    "`respond-async` (RFC 7240): answer 202 as soon as the events are stored; rollups, engagement "
+                    "summaries and lifecycle stages follow within seconds (a worker applies them)."
+                ),
+            )
+        ],
+        responses={200: s.EventBatchResultSerializer, 202: s.EventBatchResultSerializer, 400: ERROR_RESPONSE},
         examples=[
             OpenApiExample(
                 "A batch",
@@ -308,13 +333,19 @@ class EventBatchView(APIView):
         ],
         description=(
             "Store up to 10,000 events. Each gets a result: accepted, duplicate (idempotency key seen before) "
-            "or error with reasons; the valid ones are stored even when others are rejected."
+            "or error with reasons; the valid ones are stored even when others are rejected. With "
+            "`Prefer: respond-async` the answer is 202 once the events are stored (the results are the same); "
+            "rollups, engagement summaries and lifecycle stages are applied by a worker moments later."
         ),
     )
     def post(self, request: Request) -> Response:
         events = parse(s.EventBatchSerializer, request.data)["events"]
-        results = [r.as_dict() for r in events_ingest(tenant=request_tenant(request), events=events)]
-        return Response({"counts": row_counts(results, ("accepted", "duplicate", "error")), "results": results})
+        defer = prefers_async(request)
+        results = [r.as_dict() for r in events_ingest(tenant=request_tenant(request), events=events, defer_apply=defer)]
+        body = {"counts": row_counts(results, ("accepted", "duplicate", "error")), "results": results}
+        if defer:
+            return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Preference-Applied": "respond-async"})
+        return Response(body)
 
 
 class IdentifyView(APIView):
