@@ -276,3 +276,6 @@ LOGGING = {
 
 # --- Segmentor ----------------------------------------------------------------
 INVITATION_MAX_AGE_DAYS = 7
+# Outbound HTTP (webhooks, SMS, push) refuses private addresses; these host:port pairs, as
+# written in the URL (e.g. 127.0.0.1:8025), are exempt. For tests and local development only.
+OUTBOUND_HTTP_ALLOWED_HOSTS = env.list("OUTBOUND_HTTP_ALLOWED_HOSTS", default=[])
