@@ -170,6 +170,7 @@ class Delivery(TenantOwnedModel):
         NO_CONSENT = "no_consent", "No consent"
         SUPPRESSED = "suppressed", "Suppressed"
         FREQUENCY_CAP = "frequency_cap", "Frequency cap reached"
+        PAUSED = "paused", "Paused by the contact"
         NO_ADDRESS = "no_address", "No address for the channel"
         ERASED = "erased", "Contact erased"
         CANCELLED = "cancelled", "Campaign cancelled"
@@ -203,3 +204,21 @@ class Delivery(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"delivery {self.pk} ({self.status})"
+
+
+class ContactPause(TenantOwnedModel):
+    """A contact's "pause for a while" from the preference centre: nothing is sent until ``until``.
+
+    Not consent: the consent stays as it was and messages resume by themselves afterwards.
+    The sending code reads it with ``campaigns.optout.is_paused``.
+    """
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+")
+    until = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta(TenantOwnedModel.Meta):
+        constraints = [models.UniqueConstraint(fields=["tenant", "contact"], name="contact_pause_unique_contact")]
+
+    def __str__(self) -> str:
+        return f"contact {self.contact_id} paused until {self.until:%Y-%m-%d}"

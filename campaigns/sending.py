@@ -9,7 +9,7 @@
   sent again with the same deterministic Message-ID, which lets the provider drop the
   duplicate of the one message that may have been in flight.
 - **Check again at the moment of sending**: erased, no address, consent for the channel and
-  purpose, suppression, the tenant's frequency cap. A skipped delivery records why.
+  purpose, suppression, a pause the contact asked for, the tenant's frequency cap. A skipped delivery records why.
 - **Record**: sent, skipped with a reason, or failed (transient failures go back to pending
   with a later ``not_before`` until ``MAX_ATTEMPTS``).
 """
@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from campaigns.channels.base import OutgoingEmail, SendResult, SendStatus
 from campaigns.channels.email import DjangoEmailBackend
-from campaigns.models import Campaign, CampaignChannel, CampaignRun, Delivery, Variant
+from campaigns.models import Campaign, CampaignChannel, CampaignRun, ContactPause, Delivery, Variant
 from campaigns.rendering import RenderError, html_to_text, message_context, render
 from contacts.models import ConsentState, ConsentStatus, Contact, Suppression
 from contacts.normalize import address_hash
@@ -200,6 +200,11 @@ def _skip_reasons(campaign: Campaign, contacts: dict[int, Contact], now: dt.date
                 tenant=tenant, contact_id__in=list(contacts), status=Delivery.Status.SENT, sent_at__gte=since
             ).values("contact_id").annotate(n=Count("id")).filter(n__gte=tenant.frequency_cap_messages)
         }  # fmt: skip
+    paused = set(
+        ContactPause.objects.filter(tenant=tenant, contact_id__in=list(contacts), until__gt=now).values_list(
+            "contact_id", flat=True
+        )
+    )
     for pk, contact in contacts.items():
         if contact.erased_at is not None:
             reasons[pk] = Delivery.SkipReason.ERASED
@@ -209,6 +214,8 @@ def _skip_reasons(campaign: Campaign, contacts: dict[int, Contact], now: dt.date
             reasons[pk] = Delivery.SkipReason.NO_CONSENT
         elif pk in hashes and hashes[pk] in suppressed:
             reasons[pk] = Delivery.SkipReason.SUPPRESSED
+        elif pk in paused:
+            reasons[pk] = Delivery.SkipReason.PAUSED
         elif pk in capped:
             reasons[pk] = Delivery.SkipReason.FREQUENCY_CAP
     return reasons

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from campaigns import views_public as optout_views
 from contacts import views as contact_views
 from segmentor import views as project_views
 from tenants import views as tenant_views
@@ -31,6 +32,9 @@ urlpatterns = [
     path("workspaces/new/", tenant_views.TenantCreateView.as_view(), name="tenant_create"),
     path("invitations/<str:token>/", tenant_views.InvitationAcceptView.as_view(), name="invitation_accept"),
     path("confirm/<str:token>/", contact_views.ConsentConfirmView.as_view(), name="consent_confirm"),
+    # Opt-out pages behind the signed link in every marketing message (campaigns/optout.py).
+    path("u/<str:token>/", optout_views.UnsubscribeView.as_view(), name="optout_unsubscribe"),
+    path("preferences/<str:token>/", optout_views.PreferencesView.as_view(), name="optout_preferences"),
     path("t/<slug:tenant_slug>/", include(tenant_patterns)),
     path("api/v1/", include((api_v1_patterns, "api"), namespace="api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

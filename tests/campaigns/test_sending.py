@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.utils import timezone
 
-from campaigns.models import Campaign, CampaignAudience, CampaignRun, Delivery, Variant
+from campaigns.models import Campaign, CampaignAudience, CampaignRun, ContactPause, Delivery, Variant
 from campaigns.sending import (
     STALE_CLAIM,
     deliveries_claim,
@@ -180,6 +181,16 @@ def test_consent_and_suppression_are_checked_again_at_the_moment_of_sending(shop
     text = next(p for p in fay.walk() if p.get_content_type() == "text/plain").get_payload(decode=True).decode()
     assert "&lt;b&gt;Fay&lt;/b&gt;" in html and '<a href="https://shop.example/sale">Buy now</a>' in html
     assert "Buy now (https://shop.example/sale)" in text
+
+
+def test_a_pause_holds_messages_back(shop, smtp):
+    tenant, campaign, people, _variants = shop
+    with tenant_context(tenant.id):
+        ContactPause.objects.create(tenant=tenant, contact=people["ann"], until=timezone.now() + dt.timedelta(days=30))
+        run = run_start(campaign=campaign)
+        deliveries_send(run=run, ids=deliveries_claim(run=run))
+        assert deliveries(run)["ann"].skip_reason == "paused"
+        assert deliveries(run)["fay"].status == "sent"
 
 
 def test_the_frequency_cap_counts_recent_sends(shop, smtp):

@@ -29,6 +29,8 @@ PUBLIC_ROUTES: dict[str, str] = {
     "workspaces/new/": "creates a new tenant owned by the signed-in user",
     "invitations/<str:token>/": "the signed token names tenant and invitation; unforgeable",
     "confirm/<str:token>/": "signed token binds tenant, record and address",
+    "u/<str:token>/": "one-click unsubscribe: signed token binds tenant, contact, channel and purpose",
+    "preferences/<str:token>/": "preference centre: signed token binds tenant, contact, channel and purpose",
     "api/schema/": "OpenAPI schema: no tenant data",
     "api/docs/": "Swagger UI: no tenant data",
 }
