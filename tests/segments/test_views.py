@@ -16,10 +16,10 @@ from django.utils import timezone
 
 from contacts.ingest import events_ingest
 from contacts.models import Contact
-from segments.starters import STARTER_TEMPLATES
 from segments.models import Segment, SegmentMember, SegmentSize
 from segments.rules import Registry, validate
 from segments.services import segment_create, segment_refresh, static_members_add
+from segments.starters import STARTER_TEMPLATES
 from segments.tasks import refresh_segment
 from segments.views import size_chart
 from tenants.audit import Actor
