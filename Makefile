@@ -53,11 +53,13 @@ test: lint typecheck pytest
 e2e: $(STAMP) db
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
-# Request path, API ingest and upsert, CSV import: each on a fresh database of its own.
+# Request path, API ingest and upsert, CSV import: each on a fresh database of its own; then segments
+# on the 1M-contact tenant (built by `make bench-1m`).
 bench: $(STAMP) db
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/api_ingest.py
 	BENCH_IMPORT_ROWS=$${BENCH_IMPORT_ROWS:-20000} $(BIN)/python bench/import_csv.py
+	$(BIN)/python bench/segments.py
 
 # The 1M-contact / 10M-event tenant (built once, about 20 minutes here), then the contact list on it.
 bench-1m: $(STAMP) db

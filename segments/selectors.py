@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
@@ -16,8 +17,8 @@ from django.utils import timezone
 from contacts.models import Contact, Event, EventDailyRollup
 from segments.compiler import matching_contacts
 from segments.models import Segment, SegmentMember, SegmentSize
-from segments.rules import Registry, RuleError, catalogue, validate
-from segments.services import SegmentTimeout, context_for, statement_timeout
+from segments.rules import Registry, RuleError, catalogue, conditions, validate
+from segments.services import SET_BASED, SegmentTimeout, context_for, query_settings, statement_timeout
 from tenants.models import Tenant
 
 PREVIEW_TIMEOUT_MS = getattr(settings, "SEGMENT_PREVIEW_TIMEOUT_MS", 10_000)
@@ -61,12 +62,52 @@ def segment_preview(
     preview = Preview()
     try:
         with statement_timeout(PREVIEW_TIMEOUT_MS):
-            preview.count = contacts.count()
-            preview.sample = list(contacts.order_by("-pk").values(*SAMPLE_COLUMNS)[:sample_size])
+            if connection.vendor == "postgresql" and _aggregates(rules):
+                with query_settings(**SET_BASED):
+                    preview.count, newest = _count_and_newest(contacts, sample_size)
+                rows = Contact.objects.filter(tenant=tenant, pk__in=newest).values(*SAMPLE_COLUMNS)
+                found = {row["id"]: row for row in rows}
+                preview.sample = [found[pk] for pk in newest if pk in found]
+            else:
+                with query_settings(**SET_BASED):  # the whole set: hash joins
+                    preview.count = contacts.count()
+                with query_settings():  # the newest few: a nested loop walking back from the newest id
+                    preview.sample = list(contacts.order_by("-pk").values(*SAMPLE_COLUMNS)[:sample_size])
     except SegmentTimeout:
         preview.timed_out = True
     preview.elapsed_ms = (time.perf_counter() - started) * 1000
     return preview
+
+
+def _aggregates(rules: dict[str, Any]) -> bool:
+    """Does the tree count or sum events per contact (an ``IN (... GROUP BY ... HAVING)`` query)?"""
+    return any(
+        node["type"] == "event_aggregate"
+        or (node["type"] == "event" and node["op"] in ("at_least", "at_most", "exactly") and node["count"] > 0)
+        for node in conditions(rules)
+    )
+
+
+def _count_and_newest(contacts: QuerySet[Contact], size: int) -> tuple[int, list[int]]:
+    """The count and the ``size`` newest ids of the matching contacts, evaluating the rules once.
+
+    For trees with per-contact aggregates: there a separate ``ORDER BY id DESC LIMIT`` query
+    evaluated the aggregate over the whole tenant a second time (100-400 ms at a million contacts).
+    Otherwise the newest matches are found in a few ms, and a plain count is cheaper than this
+    (its workers count in parallel instead of sending every id to the leader: 40-90 ms).
+    """
+    try:
+        sql, params = contacts.values("id").query.sql_with_params()
+    except EmptyResultSet:  # rules that can match nobody (e.g. age = 25.5)
+        return 0, []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH matching AS MATERIALIZED ({sql}) SELECT (SELECT count(*) FROM matching), "
+            "ARRAY(SELECT id FROM matching ORDER BY id DESC LIMIT %s)",
+            [*params, size],
+        )
+        count, newest = cursor.fetchone()
+    return int(count), list(newest)
 
 
 def segments_for_list(tenant: Tenant, *, trend_days: int = 7) -> list[dict[str, Any]]:

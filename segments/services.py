@@ -8,16 +8,17 @@ contacts against every dynamic segment of a dependency level in one query.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import EmptyResultSet, ValidationError
 from django.db import DatabaseError, connection, transaction
-from django.db.models import BooleanField, ExpressionWrapper, F, Q
+from django.db.models import BooleanField, ExpressionWrapper, F, Q, QuerySet
 from django.db.models.expressions import Window
 from django.db.models.functions import Ntile
 from django.utils import timezone
@@ -71,6 +72,47 @@ def statement_timeout(milliseconds: int) -> Iterator[None]:
             raise
         finally:
             cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+
+
+# Planner settings for segment queries, transaction-local (bench/RESULTS.md, 2026-11-30):
+# - JIT compiled for 80-120 ms before every count over a million contacts, for nothing;
+# - whole-tenant sets (counts, previews, refreshes) join by hashing or merging: under row-level
+#   security the planner cannot read the statistics of non-leakproof conditions (JSON, LIKE), so
+#   it underestimates rows and picks nested loops that probe an index once per contact (257,000
+#   probes for one preview), and a refresh reads the members' statistics, which lag behind;
+# - one parallel worker per spare core of the database server (SEGMENT_PARALLEL_WORKERS; 1 on the
+#   2-core machine measured): a per-contact aggregate (an IN subquery with GROUP BY) is computed in
+#   full by every process of a parallel plan, so extra processes past the cores only repeat it.
+QUERY_SETTINGS: dict[str, str] = {"jit": "off"}
+SET_BASED: dict[str, str] = {
+    "enable_nestloop": "off",
+    "max_parallel_workers_per_gather": str(getattr(settings, "SEGMENT_PARALLEL_WORKERS", 1)),
+}
+
+
+@contextmanager
+def query_settings(**overrides: str) -> Iterator[None]:
+    """Apply QUERY_SETTINGS (and ``overrides``) to the block (PostgreSQL; a no-op elsewhere),
+    restoring the previous values after."""
+    settings_ = {**QUERY_SETTINGS, **overrides}
+    if connection.vendor != "postgresql" or not settings_:
+        yield
+        return
+    names = list(settings_)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT " + ", ".join(["current_setting(%s)"] * len(names)), names)
+        previous = cursor.fetchone()
+        _set_local(cursor, settings_)
+        try:
+            with transaction.atomic():
+                yield
+        finally:
+            _set_local(cursor, dict(zip(names, previous, strict=True)))
+
+
+def _set_local(cursor: Any, values: dict[str, str]) -> None:
+    marks = ", ".join(["set_config(%s, %s, true)"] * len(values))
+    cursor.execute("SELECT " + marks, [item for pair in values.items() for item in pair])
 
 
 def context_for(tenant: Tenant, registry: Registry | None = None, **kwargs: Any) -> Context:
@@ -182,7 +224,7 @@ def segment_refresh(*, segment: Segment, now: dt.datetime | None = None) -> Refr
             return None
         ctx = context_for(locked.tenant, now=now)
         target = matching_contacts(locked.rules, ctx).values("id")
-        with statement_timeout(REFRESH_TIMEOUT_MS):
+        with statement_timeout(REFRESH_TIMEOUT_MS), query_settings(**SET_BASED):
             if connection.vendor == "postgresql":
                 entered, exited = _refresh_postgresql(locked, target, now)
             else:
@@ -200,23 +242,41 @@ def segment_refresh(*, segment: Segment, now: dt.datetime | None = None) -> Refr
 
 
 def _refresh_postgresql(segment: Segment, target: Any, now: dt.datetime) -> tuple[int, int]:
-    """One statement: insert the new members, delete the leavers, record both as transitions."""
-    target_sql, target_params = target.query.sql_with_params()
+    """One statement: insert the new members, delete the leavers, record both as transitions.
+
+    The difference between the rules' contacts and the current members is one FULL JOIN (a hash
+    or merge join, never a nested loop), and nested loops are off for the whole statement
+    (SET_BASED): the members' statistics lag behind every refresh (a new segment's look empty),
+    and a nested loop chosen on them rescanned the target once per member — quadratic, hours at
+    300,000 members. The insert needs no ON CONFLICT (a speculative insertion costs 7 % of a first
+    materialisation): every writer of members holds the segment's row lock, as this one does, so
+    the entering contacts cannot have become members since the statement's snapshot; a writer that
+    broke that rule would make the refresh fail loudly, not leave a wrong membership.
+    """
+    try:
+        target_sql, target_params = target.query.sql_with_params()
+    except EmptyResultSet:  # rules that can match nobody (e.g. age = 25.5): every member leaves
+        target_sql, target_params = "SELECT NULL::bigint AS id WHERE false", ()
     member = SegmentMember._meta.db_table
     transition = SegmentTransition._meta.db_table
     sql = f"""
         WITH target AS ({target_sql}),
+        diff AS MATERIALIZED (
+            SELECT coalesce(target.id, members.contact_id) AS contact_id, members.contact_id IS NULL AS entering
+            FROM target
+            FULL JOIN (SELECT contact_id FROM {member} WHERE tenant_id = %s AND segment_id = %s) AS members
+              ON members.contact_id = target.id
+            WHERE target.id IS NULL OR members.contact_id IS NULL
+        ),
         entered AS (
             INSERT INTO {member} (tenant_id, segment_id, contact_id, entered_at)
-            SELECT %s, %s, target.id, %s FROM target
-            ON CONFLICT (tenant_id, segment_id, contact_id) DO NOTHING
+            SELECT %s, %s, contact_id, %s FROM diff WHERE entering
             RETURNING contact_id
         ),
         exited AS (
-            DELETE FROM {member} m
-            WHERE m.tenant_id = %s AND m.segment_id = %s
-              AND NOT EXISTS (SELECT 1 FROM target WHERE target.id = m.contact_id)
-            RETURNING contact_id
+            DELETE FROM {member} m USING diff
+            WHERE m.tenant_id = %s AND m.segment_id = %s AND m.contact_id = diff.contact_id AND NOT diff.entering
+            RETURNING m.contact_id
         ),
         recorded AS (
             INSERT INTO {transition} (tenant_id, segment_id, contact_id, kind, occurred_at, segment_version)
@@ -228,7 +288,7 @@ def _refresh_postgresql(segment: Segment, target: Any, now: dt.datetime) -> tupl
         SELECT count(*) FILTER (WHERE kind = 'entered'), count(*) FILTER (WHERE kind = 'exited') FROM recorded
     """
     t, s, v = segment.tenant_id, segment.pk, segment.version
-    params = [*target_params, t, s, now, t, s, t, s, now, v, t, s, now, v]
+    params = [*target_params, t, s, t, s, now, t, s, t, s, now, v, t, s, now, v]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         entered, exited = cursor.fetchone()
@@ -375,7 +435,8 @@ def segments_evaluate_contacts(
         ctx = context_for(tenant, now=now, contact_ids=ids)
         versions = {segment.pk: segment.version for segment in segments}
         for level in _levels(segments):
-            matches = _match_level(tenant, level, ctx)
+            with query_settings():
+                matches = _match_level(tenant, level, ctx)
             current: dict[int, set[int]] = {segment.pk: set() for segment in level}
             rows = SegmentMember.objects.filter(
                 tenant=tenant, segment_id__in=list(current), contact_id__in=ids
@@ -395,18 +456,53 @@ def segments_evaluate_contacts(
     return {"entered": entered_total, "exited": exited_total}
 
 
+# The SQL of a level changes only with its segments' rules, the tenant's attribute types, the
+# day and how many contacts are evaluated: it is compiled once for placeholder ids and reused,
+# since building and compiling 50 rule trees through the ORM was most of a real-time update.
+_LEVEL_SQL: dict[tuple[Any, ...], tuple[str, list[Any]]] = {}
+LEVEL_SQL_CACHE_SIZE = 256
+# Placeholder contact ids: never an id, nor a value in a rule (the validator caps numbers at 1e12).
+_PLACEHOLDER = -(2**62)
+
+
 def _match_level(tenant: Tenant, segments: Sequence[Segment], ctx: Context) -> dict[int, set[int]]:
+    ids = ctx.contact_ids or ()
+    key = (
+        tenant.pk, tuple((segment.pk, json.dumps(segment.rules, sort_keys=True)) for segment in segments),
+        ctx.today, tuple(sorted(ctx.attributes.items())), len(ids),
+    )  # fmt: skip
+    compiled = _LEVEL_SQL.get(key)
+    if compiled is None:
+        placeholders = tuple(_PLACEHOLDER - index for index in range(len(ids)))
+        query = _level_query(tenant, segments, replace(ctx, contact_ids=placeholders))
+        sql, params = query.query.sql_with_params()
+        compiled = (sql, list(params))
+        if len(_LEVEL_SQL) >= LEVEL_SQL_CACHE_SIZE:
+            _LEVEL_SQL.clear()
+        _LEVEL_SQL[key] = compiled
+    level_sql, template = compiled
+    low = _PLACEHOLDER - len(ids)
+    values = [ids[_PLACEHOLDER - p] if type(p) is int and low < p <= _PLACEHOLDER else p for p in template]
+    matches: dict[int, set[int]] = {segment.pk: set() for segment in segments}
+    with connection.cursor() as cursor:
+        cursor.execute(level_sql, values)
+        columns = [column[0] for column in cursor.description]
+        for row in cursor.fetchall():
+            flags = dict(zip(columns, row, strict=True))
+            for segment in segments:
+                if flags[f"s{segment.pk}"]:
+                    matches[segment.pk].add(flags["pk"])
+    return matches
+
+
+def _level_query(tenant: Tenant, segments: Sequence[Segment], ctx: Context) -> QuerySet[Contact]:
+    """Each of ``ctx.contact_ids`` with one boolean per segment: does it match the rules?"""
     contacts = Contact.objects.filter(tenant=tenant, erased_at__isnull=True, pk__in=ctx.contact_ids)
     flags = {
         f"s{segment.pk}": ExpressionWrapper(compile_rules(segment.rules, ctx), output_field=BooleanField())
         for segment in segments
     }
-    matches: dict[int, set[int]] = {segment.pk: set() for segment in segments}
-    for row in contacts.annotate(**flags).values("pk", *flags):
-        for segment in segments:
-            if row[f"s{segment.pk}"]:
-                matches[segment.pk].add(row["pk"])
-    return matches
+    return contacts.annotate(**flags).values("pk", *flags)
 
 
 # --- static segments -----------------------------------------------------------------------------
