@@ -61,6 +61,10 @@ class Campaign(TenantOwnedModel):
     reply_to = models.EmailField(blank=True)
     sms_sender = models.CharField(max_length=20, blank=True)
     webhook_url = models.URLField(max_length=500, blank=True)
+    # The django-celery-beat row that starts scheduled and recurring runs (campaigns/scheduling.py).
+    periodic_task = models.ForeignKey(
+        "django_celery_beat.PeriodicTask", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_by = models.ForeignKey(User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -149,7 +153,14 @@ class CampaignRun(TenantOwnedModel):
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta(TenantOwnedModel.Meta):
-        constraints = [models.UniqueConstraint(fields=["tenant", "campaign", "number"], name="campaign_run_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "campaign", "number"], name="campaign_run_unique"),
+            # One run per occurrence: a redelivered task or a second beat starting the same
+            # occurrence finds the run that exists.
+            models.UniqueConstraint(
+                fields=["tenant", "campaign", "scheduled_for"], name="campaign_run_unique_occurrence"
+            ),
+        ]
         ordering = ["-number"]
 
     def __str__(self) -> str:
@@ -174,6 +185,7 @@ class Delivery(TenantOwnedModel):
         NO_ADDRESS = "no_address", "No address for the channel"
         ERASED = "erased", "Contact erased"
         CANCELLED = "cancelled", "Campaign cancelled"
+        NO_VARIANT = "no_variant", "No variant for the contact"
 
     id = models.BigAutoField(primary_key=True)
     run = models.ForeignKey(CampaignRun, on_delete=models.CASCADE, related_name="+", db_index=False)
@@ -222,3 +234,71 @@ class ContactPause(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"contact {self.contact_id} paused until {self.until:%Y-%m-%d}"
+
+
+class ChannelConfig(TenantOwnedModel):
+    """A tenant's provider account for one channel (email uses the project's email backend when absent).
+
+    ``settings`` holds the backend's non-secret options (base URL, account id, sender); ``secret``
+    the credential (SMS auth token, push server key, webhook signing secret), never shown back.
+    """
+
+    class Backend(models.TextChoices):
+        DJANGO_EMAIL = "django_email", "Django email backend (SMTP or an ESP through django-anymail)"
+        TWILIO = "twilio", "Twilio-style SMS REST API"
+        FCM = "fcm", "FCM-style push HTTP API"
+        WEBHOOK = "webhook", "Signed JSON webhook"
+        CONSOLE = "console", "Console (development)"
+        FILE = "file", "File (development)"
+
+    channel = models.CharField(max_length=10, choices=CampaignChannel.choices)
+    backend = models.CharField(max_length=20, choices=Backend.choices)
+    settings = models.JSONField(default=dict, blank=True)
+    secret = models.CharField(max_length=500, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta(TenantOwnedModel.Meta):
+        constraints = [models.UniqueConstraint(fields=["tenant", "channel"], name="channel_config_unique_channel")]
+
+    def __str__(self) -> str:
+        return f"{self.channel} via {self.backend}"
+
+
+class DeliveryFeedback(TenantOwnedModel):
+    """What a provider or a recipient told us after sending: bounces, complaints, inbound STOP/START.
+
+    Providers retry their webhooks, so (provider, provider_event_id) is unique per tenant and a
+    repeat is a no-op.
+    """
+
+    class Kind(models.TextChoices):
+        DELIVERED = "delivered", "Delivered"
+        BOUNCE_HARD = "bounce_hard", "Hard bounce"
+        BOUNCE_SOFT = "bounce_soft", "Soft bounce"
+        COMPLAINT = "complaint", "Spam complaint"
+        UNSUBSCRIBE = "unsubscribe", "Unsubscribed at the provider"
+        INBOUND_STOP = "inbound_stop", "Replied STOP"
+        INBOUND_START = "inbound_start", "Replied START"
+
+    id = models.BigAutoField(primary_key=True)
+    delivery = models.ForeignKey(Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    contact = models.ForeignKey(Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    channel = models.CharField(max_length=10, choices=CampaignChannel.choices)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    provider = models.CharField(max_length=50)
+    provider_event_id = models.CharField(max_length=200)
+    occurred_at = models.DateTimeField()
+    detail = models.TextField(blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta(TenantOwnedModel.Meta):
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "provider", "provider_event_id"], name="delivery_feedback_unique_event"
+            )
+        ]
+        indexes = [models.Index(fields=["tenant", "-occurred_at"], name="delivery_feedback_time")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} from {self.provider}"
