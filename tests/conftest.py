@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -12,6 +13,7 @@ from tenants.context import tenant_context
 from tenants.models import ApiKey, Membership, Tenant, User
 from tenants.roles import Role
 from tests.factories import UserFactory, add_member, make_api_key, make_tenant
+from tests.mail import SmtpSink
 
 
 @dataclass
@@ -94,3 +96,14 @@ def api_a_read(world: World) -> APIClient:
 @pytest.fixture
 def api_b(world: World) -> APIClient:
     return api_client(world.secret_b)
+
+
+@pytest.fixture
+def smtp(settings) -> Iterator[SmtpSink]:
+    """A real SMTP server (aiosmtpd) on a free port, and Django's SMTP backend pointed at it."""
+    with SmtpSink() as sink:
+        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+        settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_USE_TLS = "127.0.0.1", sink.port, False
+        settings.EMAIL_USE_SSL = False
+        settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+        yield sink

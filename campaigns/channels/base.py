@@ -6,7 +6,7 @@ values and records the results.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, NamedTuple, Protocol, TypeVar
@@ -80,6 +80,8 @@ class OutgoingEmail:
     html: str = ""
     text: str = ""
     reply_to: str = ""
+    # Already inside ``html`` (a hidden span at the top); kept apart for previews.
+    preheader: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     # RFC 8058: an https URL that unsubscribes on POST, and/or a mailto: address.
     unsubscribe_url: str = ""
@@ -148,6 +150,14 @@ class Backend(Protocol[MessageT]):
     """
 
     def send_many(self, messages: Sequence[MessageT]) -> list[SendResult]: ...
+
+    def send_each(self, messages: Iterable[MessageT]) -> Iterator[SendResult]:
+        """Yield each message's result as soon as it is handed over; take the next message only then.
+
+        The caller records each result before the next message goes out (it may hand over a
+        generator that waits for that), so a crash can repeat at most the message in flight.
+        """
+        ...
 
     def close(self) -> None: ...
 

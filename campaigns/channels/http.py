@@ -20,7 +20,7 @@ import random
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -455,6 +455,10 @@ class HttpChannelBackend(Generic[MessageT]):
 
     def send_many(self, messages: Sequence[MessageT]) -> list[SendResult]:
         return [self._send_guarded(message) for message in messages]
+
+    def send_each(self, messages: Iterable[MessageT]) -> Iterator[SendResult]:
+        for message in messages:
+            yield self._send_guarded(message)
 
     def send_one(self, message: MessageT) -> SendResult:
         raise NotImplementedError

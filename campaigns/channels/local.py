@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -54,14 +54,15 @@ class ConsoleBackend:
         self.stream = stream
 
     def send_many(self, messages: Sequence[OutgoingMessage]) -> list[SendResult]:
+        return list(self.send_each(messages))
+
+    def send_each(self, messages: Iterable[OutgoingMessage]) -> Iterator[SendResult]:
         stream = self.stream or sys.stdout
-        results = []
         for message in messages:
             provider_id = _provider_id(message)
             stream.write(_line(message, provider_id).decode())
-            results.append(SendResult.sent(provider_id))
-        stream.flush()
-        return results
+            stream.flush()
+            yield SendResult.sent(provider_id)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -87,6 +88,10 @@ class FileBackend:
         except OSError as exc:  # a full disk or a missing permission can be fixed: try again later
             return [SendResult.transient(f"could not write {path.name}: {exc}") for _ in messages]
         return [SendResult.sent(provider_id) for provider_id in provider_ids]
+
+    def send_each(self, messages: Iterable[OutgoingMessage]) -> Iterator[SendResult]:
+        # A batch is one file, written whole: its results come together.
+        yield from self.send_many(list(messages))
 
     def close(self) -> None:
         """Nothing to release: each batch's file is closed when written."""

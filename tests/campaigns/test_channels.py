@@ -582,9 +582,22 @@ def test_response_size_is_bounded(provider):
 class SmtpInbox(Inbox):
     """Accepts mail like tests.mail.Inbox, refuses some recipients, notes each connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, pipelining: bool = False) -> None:
         super().__init__()
         self.connections: list[Any] = []
+        self.pipelining = pipelining
+        # Per MAIL command: had the client already sent what follows it (RCPT) without waiting?
+        self.pipelined: list[bool] = []
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        # Like Postfix: PIPELINING lets the client send MAIL, RCPT and DATA in one write.
+        return [responses[0], "250-PIPELINING", *responses[1:]] if self.pipelining else responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        self.pipelined.append(b"RCPT TO" in bytes(server._reader._buffer).upper())
+        envelope.mail_from = address
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address.startswith("refused@"):
@@ -599,9 +612,9 @@ class SmtpInbox(Inbox):
         return await super().handle_DATA(server, session, envelope)
 
 
-@pytest.fixture
-def smtp(settings):
-    inbox = SmtpInbox()
+@pytest.fixture(params=["one command at a time", "pipelining"])
+def smtp(settings, request):
+    inbox = SmtpInbox(pipelining=request.param == "pipelining")
     port = free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
@@ -659,6 +672,7 @@ def test_email_batch_goes_over_one_smtp_connection_with_both_parts_and_headers(s
     ]
     received = smtp.wait_for(3)
     assert len(set(smtp.connections)) == 1, "one connection for the batch"
+    assert smtp.pipelined == [smtp.pipelining] * 3, "MAIL, RCPT and DATA in one write when the server allows it"
     first = received[0]
     assert first.get_content_type() == "multipart/alternative"
     assert parts(first) == {"text/plain": "Hello Ada, offer 1", "text/html": "<p>Hello <b>Ada</b>, offer 1</p>"}

@@ -15,6 +15,7 @@ from campaigns.rendering import (
     html_to_text,
     message_context,
     render,
+    render_text_from_html,
 )
 from contacts.models import Contact
 from tenants.models import Tenant
@@ -112,3 +113,39 @@ def test_text_part_from_html():
     assert html_to_text(markup) == (
         "Spring sale\n\nUp to 50% off. Shop now (https://s.example/p)\n\n- Shoes\n- Bags\n\nWrite to us"
     )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "<p>Hi {{ contact.first_name | default: 'there' }}</p>"
+        '<p><a href="{{ cta.url }}">{{ cta.label }}</a></p>'
+        "{% if contact.order_count > 1 %}<p>Welcome back</p>{% else %}<p>Welcome</p>{% endif %}"
+        "<ul>{% for tag in contact.interests %}<li>{{ tag | upcase }}</li>{% endfor %}</ul>",
+        # Liquid where the HTML parser would break it: converted per message instead.
+        "<p>{% if contact.order_count<3 %}few{% endif %}</p><img src='{{ contact.id }}'>",
+        "<title>{% if contact.first_name %}</title><p>x</p>{% endif %}",
+        "<p>Static &amp; plain</p>",
+    ],
+)
+def test_text_from_an_html_template_matches_text_from_the_rendered_html(source):
+    ctx = context(first_name='Ann <"A">', order_count=2, interests=["run", "ski"])
+    rendered = render(source, ctx, html_output=True)
+    assert render_text_from_html(source, ctx, rendered) == html_to_text(rendered)
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("Hello\n{% include 'footer' %}", "Line 2: unexpected tag 'include'"),
+        ("{% render 'footer' %}", "Line 1: unexpected tag 'render'"),
+        ("{{ contact.first_name | safe }}", "Unknown filter: safe."),
+    ],
+)
+def test_partials_and_the_safe_filter_are_refused_on_save(source: str, error: str):
+    assert check_template(source, html_output=True).errors == [error]
+
+
+def test_contact_data_cannot_be_marked_as_html():
+    with pytest.raises(RenderError):
+        render("{{ contact.first_name | safe }}", {"contact": {"first_name": "<a href='x'>"}}, html_output=True)

@@ -24,20 +24,10 @@ from segments.models import Segment
 from segments.services import segment_create, segment_refresh, static_members_add
 from tenants.audit import Actor
 from tenants.context import tenant_context
-from tests.mail import SmtpSink
 
 pytestmark = pytest.mark.django_db
 ACTOR = Actor.system("test")
 API = ConsentEvidence(source="api")
-
-
-@pytest.fixture
-def smtp(settings):
-    with SmtpSink() as sink:
-        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_USE_TLS = "127.0.0.1", sink.port, False
-        settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
-        yield sink
 
 
 def person(tenant, email: str, *, country: str = "DE", stage: str = "lead", consent: bool = True, **extra) -> Contact:
