@@ -3,3 +3,13 @@ from django.apps import AppConfig
 
 class CampaignsConfig(AppConfig):
     name = "campaigns"
+
+    def ready(self) -> None:
+        # Celery's autodiscovery imports campaigns.tasks only; the beat and sweep tasks live here.
+        from campaigns import scheduling  # noqa: F401
+        from campaigns.privacy import contact_erasing_received
+        from campaigns.views_feedback import connect_anymail
+        from contacts.signals import contact_erasing
+
+        connect_anymail()
+        contact_erasing.connect(contact_erasing_received, dispatch_uid="campaigns.privacy.contact_erasing")

@@ -22,4 +22,7 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
     PeriodicTaskSpec(
         name="Apply stale event backlog", task="contacts.tasks.apply_event_backlog_all", crontab="* * * * *"
     ),
+    PeriodicTaskSpec(
+        name="Resume stalled campaign runs", task="campaigns.scheduling.resume_stalled_runs_all", crontab="*/5 * * * *"
+    ),
 )
