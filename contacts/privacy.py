@@ -22,7 +22,7 @@ from contacts.models import (
     Suppression,
 )
 from contacts.normalize import address_hash
-from contacts.signals import contacts_touched
+from contacts.signals import contact_erasing, contacts_touched
 from tenants.audit import Actor, audit
 from tenants.models import Tenant
 
@@ -133,6 +133,7 @@ def contact_erase(*, contact: Contact, actor: Actor) -> PrivacyRequest:
     Event.objects.filter(tenant=tenant, contact=contact).update(properties={}, idempotency_key="")
     ConsentState.objects.filter(tenant=tenant, contact=contact).delete()
     ConsentRecord.objects.filter(tenant=tenant, contact=contact).delete()
+    contact_erasing.send(sender=Contact, tenant_id=tenant.pk, contact_id=contact.pk)
     request = PrivacyRequest.objects.create(
         tenant=tenant, kind=PrivacyRequest.Kind.ERASURE, contact=contact, contact_ref=contact.pk,
         requested_by=actor.label, completed_at=timezone.now(),

@@ -3,6 +3,10 @@
 ``contacts_changed`` is sent after a write that changed contacts (fields, events,
 consent, suppression, lifecycle) has committed, with ``tenant_id`` and ``contact_ids``.
 Segments listen, to keep real-time membership current.
+
+``contact_erasing`` is sent inside the erasure's transaction, with ``tenant_id`` and
+``contact_id``, so apps that keep personal data about a contact (campaigns' delivery
+feedback, which holds provider payloads with the address) remove it in the same commit.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from django.db import transaction
 from django.dispatch import Signal
 
 contacts_changed = Signal()
+contact_erasing = Signal()
 
 
 def contacts_touched(tenant_id: int, contact_ids: Iterable[int]) -> None:

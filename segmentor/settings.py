@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "csp",
     "django_countries",
+    "anymail",
     "allauth",
     "allauth.account",
     "allauth.mfa",
@@ -152,6 +153,13 @@ MFA_TOTP_ISSUER = "Segmentor"
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Segmentor <no-reply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# django-anymail: ESP options (e.g. {"MAILGUN_API_KEY": …, "MAILGUN_WEBHOOK_SIGNING_KEY": …}) as JSON,
+# and "user:password" for the HTTP basic auth of its webhooks at /anymail/<esp>/tracking/.
+# Bounces and complaints from those webhooks are applied only when the basic auth is set.
+ANYMAIL = {
+    **env.json("ANYMAIL_OPTIONS", default={}),
+    "WEBHOOK_SECRET": env.list("ANYMAIL_WEBHOOK_SECRET", default=[]),
+}
 
 # --- Internationalisation ---------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -5,6 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from campaigns import views_public as optout_views
+from campaigns.urls_hooks import anymail_patterns
 from contacts import views as contact_views
 from segmentor import views as project_views
 from tenants import views as tenant_views
@@ -24,6 +25,7 @@ api_v1_patterns = [
     path("", include("tenants.api.urls")),
     path("", include("contacts.api.urls")),
     path("", include("segments.api.urls")),
+    path("", include("campaigns.api.urls")),
 ]
 
 urlpatterns = [
@@ -35,6 +37,9 @@ urlpatterns = [
     # Opt-out pages behind the signed link in every marketing message (campaigns/optout.py).
     path("u/<str:token>/", optout_views.UnsubscribeView.as_view(), name="optout_unsubscribe"),
     path("preferences/<str:token>/", optout_views.PreferencesView.as_view(), name="optout_preferences"),
+    # Delivery feedback from providers, authenticated by the tenant's secret (campaigns/views_feedback.py).
+    path("hooks/<slug:slug>/", include("campaigns.urls_hooks")),
+    path("anymail/", include((anymail_patterns, "anymail"))),
     path("t/<slug:tenant_slug>/", include(tenant_patterns)),
     path("api/v1/", include((api_v1_patterns, "api"), namespace="api")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
