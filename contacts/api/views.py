@@ -16,7 +16,6 @@ from django.utils.functional import cached_property
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
-    OpenApiResponse,
     extend_schema,
     extend_schema_view,
 )
@@ -52,26 +51,12 @@ from contacts.services import (
     contact_upsert,
     contacts_bulk_upsert,
 )
-from tenants.api.base import TenantViewSet
-from tenants.audit import Actor
-from tenants.models import ApiKey, Tenant
-
-ERROR_RESPONSE = OpenApiResponse(description='The error shape: `{"error": {"code", "message", "fields"}}`.')
+from tenants.api.base import ERROR_RESPONSE, TenantViewSet, parse, request_actor
+from tenants.models import Tenant
 
 
 def request_tenant(request: Request) -> Tenant:
     return request._request.tenant  # type: ignore[attr-defined]
-
-
-def request_actor(request: Request) -> Actor:
-    assert isinstance(request.auth, ApiKey)  # HasApiKeyScope lets only keys in
-    return Actor.for_api_key(request.auth)
-
-
-def parse(serializer_class: type[serializers.Serializer], data: Any) -> Any:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 def prefers_async(request: Request) -> bool:

@@ -47,13 +47,10 @@ from segments.services import (
     static_members_add,
     static_members_remove,
 )
-from tenants.api.base import TenantGenericAPIView, TenantViewSet
+from tenants.api.base import ERROR_RESPONSE, TenantGenericAPIView, TenantViewSet, parse, request_actor
 from tenants.api.errors import error_body
 from tenants.api.pagination import IdCursorPagination
-from tenants.audit import Actor
-from tenants.models import ApiKey
 
-ERROR_RESPONSE = OpenApiResponse(description='The error shape: `{"error": {"code", "message", "fields"}}`.')
 RULES_ERROR_RESPONSE = OpenApiResponse(
     description='The error shape; a refused tree puts the validator\'s `[{"path", "message"}]` in `fields.rules`.',
     examples=[
@@ -69,17 +66,6 @@ RULES_ERROR_RESPONSE = OpenApiResponse(
 )
 NOT_A_TREE = 'Expected a rule tree: {"all": [...]}.'
 STATIC_HAS_NO_RULES = "A static segment has no rules: add or remove its members instead."
-
-
-def request_actor(request: Request) -> Actor:
-    assert isinstance(request.auth, ApiKey)  # HasApiKeyScope lets only keys in
-    return Actor.for_api_key(request.auth)
-
-
-def parse(serializer_class: type[serializers.Serializer], data: Any) -> Any:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 def refuse_rules(message: str) -> SegmentInvalid:

@@ -5,10 +5,28 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from django.db import models
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import generics, serializers, viewsets
+from rest_framework.request import Request
 
+from tenants.audit import Actor
 from tenants.context import get_current_tenant_id
-from tenants.models import Tenant
+from tenants.models import ApiKey, Tenant
+
+ERROR_RESPONSE = OpenApiResponse(description='The error shape: `{"error": {"code", "message", "fields"}}`.')
+
+
+def request_actor(request: Request) -> Actor:
+    """The API key behind a request, as the actor audit rows name."""
+    assert isinstance(request.auth, ApiKey)  # HasApiKeyScope lets only keys in
+    return Actor.for_api_key(request.auth)
+
+
+def parse(serializer_class: type[serializers.Serializer], data: Any) -> Any:
+    """Validate ``data`` (a 400 with the fields otherwise) and return the validated data."""
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
 
 
 class TenantScopedAPIMixin:
