@@ -8,6 +8,7 @@ fill, fails the walk: nobody can add an unguarded page by accident.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,10 +34,14 @@ PUBLIC_ROUTES: dict[str, str] = {
     "preferences/<str:token>/": "preference centre: signed token binds tenant, contact, channel and purpose",
     "api/schema/": "OpenAPI schema: no tenant data",
     "api/docs/": "Swagger UI: no tenant data",
+    "hooks/<slug:slug>/feedback/": "provider feedback: only the slug's tenant's webhook secret authenticates it",
+    "hooks/<slug:slug>/sms/inbound/": "inbound SMS: X-Twilio-Signature with the slug's tenant's SMS auth token",
+    "hooks/<slug:slug>/sms/status/": "SMS status callback: X-Twilio-Signature with the slug's tenant's SMS token",
 }
 PUBLIC_PREFIXES: dict[str, str] = {
     "accounts/": "allauth: the signed-in user's own account",
     "admin/": "platform staff only (is_staff), uses all_tenants on purpose",
+    "anymail/": "ESP webhooks (basic auth); the tenant is the one of the delivery the event names",
 }
 
 
@@ -96,6 +101,7 @@ def url_for(route: Route, values: dict[str, Any]) -> str:
 
 def object_ids(world: World, tenant: str) -> dict[str, Any]:
     """Values for every kwarg a route may name, all pointing at ``tenant``'s objects."""
+    from campaigns.models import Campaign, CampaignRun, ChannelConfig, Variant
     from contacts.models import AttributeDefinition, Channel, Contact, ImportJob, Suppression
     from segments.models import Segment
 
@@ -123,6 +129,16 @@ def object_ids(world: World, tenant: str) -> dict[str, Any]:
             tenant=t, name=f"Segment {tenant.upper()}",
             defaults={"rules": {"all": [{"type": "field", "field": "country", "op": "eq", "value": "DE"}]}},
         )  # fmt: skip
+        campaign, _ = Campaign.objects.get_or_create(tenant=t, name=f"Campaign {tenant.upper()}")
+        run, _ = CampaignRun.objects.get_or_create(
+            tenant=t, campaign=campaign, number=1, defaults={"scheduled_for": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)}
+        )
+        variant, _ = Variant.objects.get_or_create(
+            tenant=t, campaign=campaign, name=f"Variant {tenant.upper()}", defaults={"subject": "Hello"}
+        )
+        channel_config, _ = ChannelConfig.objects.get_or_create(
+            tenant=t, channel="webhook", defaults={"backend": "webhook", "secret": f"secret-{tenant}"}
+        )
     return {
         "tenant_slug": t.slug,
         "member_id": (world.alice_membership if tenant == "a" else world.charlie_membership).id,
@@ -133,4 +149,8 @@ def object_ids(world: World, tenant: str) -> dict[str, Any]:
         "suppression_id": suppression.id,
         "import_id": import_job.id,
         "segment_id": segment.id,
+        "campaign_id": campaign.id,
+        "run_id": run.id,
+        "variant_id": variant.id,
+        "channel_config_id": channel_config.id,
     }
