@@ -865,7 +865,7 @@ class ResultLog:
         from psycopg import generators
 
         raw = connection.connection
-        raw.pgconn.send_query(self._sql(delivery_id, values).encode())
+        raw.pgconn.send_query(self._sql(delivery_id, values).encode("utf-8", "replace"))
         self.pending = True
         raw.wait(generators.send(raw.pgconn))
 

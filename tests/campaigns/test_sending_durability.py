@@ -135,3 +135,22 @@ def test_send_run_stops_at_a_paused_run(world, settings):
         CampaignRun.objects.filter(pk=run.pk).update(status="paused")
         assert send_run(tenant.id, run.pk) == {}
         assert set(Delivery.objects.filter(run=run).values_list("status", flat=True)) == {"pending"}
+
+
+def test_a_result_holding_quotes_backslashes_and_broken_text_is_written_as_given(world):
+    """Provider answers reach the result statement as SQL literals: nothing in them may break out."""
+    from campaigns.sending import ResultLog
+
+    tenant, campaign = readers(world, 2)
+    with tenant_context(tenant.id):
+        run = run_start(campaign=campaign)
+        first, second = deliveries_claim(run=run)
+        assert connection.get_autocommit()  # the one-round-trip path, not the ORM fallback
+        hostile = "550 it's \\'; DELETE FROM campaigns_delivery; -- \x00 \udcff done"
+        with ResultLog(tenant.id) as log:
+            assert log.fast
+            log.write(first, "failed", error=hostile, provider="id'\\")
+        row = Delivery.objects.get(pk=first)
+        assert (row.status, row.provider_message_id) == ("failed", "id'\\")
+        assert row.error == "550 it's \\'; DELETE FROM campaigns_delivery; --  ? done"
+        assert Delivery.objects.get(pk=second).status == "sending"
