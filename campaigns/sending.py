@@ -239,8 +239,8 @@ def _run_create(campaign: Campaign, when: dt.datetime, now: dt.datetime) -> Camp
     sql = (
         f"INSERT INTO {table} (tenant_id, run_id, contact_id, variant_id, status, skip_reason, attempts, "
         "provider_message_id, error, not_before) "
-        f"SELECT %s, %s, a.id, a._variant, 'pending', '', 0, '', '', {not_before} FROM ({select_sql}) AS a{join} "
-        "WHERE true ON CONFLICT DO NOTHING"
+        # No ON CONFLICT: the run is new in this transaction and the audience lists each contact once.
+        f"SELECT %s, %s, a.id, a._variant, 'pending', '', 0, '', '', {not_before} FROM ({select_sql}) AS a{join}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [campaign.tenant_id, run.pk, *extra, *params])

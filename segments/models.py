@@ -8,12 +8,10 @@ segment's members are hand-picked or uploaded. Every entry and exit is a
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.db import models
 
 from contacts.models import Contact
-from tenants.models import Tenant, TenantOwnedModel, User
+from tenants.models import Tenant, TenantOwnedModel, User, unchecked_foreign_key
 
 
 class Segment(TenantOwnedModel):
@@ -51,20 +49,10 @@ class Segment(TenantOwnedModel):
         return self.kind == self.Kind.DYNAMIC
 
 
-def _unchecked(to: type[models.Model], *, db_index: bool = False) -> Any:
-    """A foreign key without a database constraint, for the bulk-written membership tables.
-
-    Django still cascades deletes (tenant, segment, contact), and a refresh removes a member whose
-    contact is gone. A constraint costs a trigger query per row written, and share-locks the
-    contact: most of materialising a 300,000-member segment (22 s of 24 s, bench/RESULTS.md).
-    """
-    return models.ForeignKey(to, on_delete=models.CASCADE, related_name="+", db_index=db_index, db_constraint=False)
-
-
 class SegmentMember(TenantOwnedModel):
-    tenant = _unchecked(Tenant)
-    segment = _unchecked(Segment, db_index=True)
-    contact = _unchecked(Contact)
+    tenant = unchecked_foreign_key(Tenant)
+    segment = unchecked_foreign_key(Segment, db_index=True)
+    contact = unchecked_foreign_key(Contact)
     entered_at = models.DateTimeField()
 
     class Meta(TenantOwnedModel.Meta):
@@ -86,9 +74,9 @@ class SegmentTransition(TenantOwnedModel):
         EXITED = "exited", "Exited"
 
     id = models.BigAutoField(primary_key=True)
-    tenant = _unchecked(Tenant)
-    segment = _unchecked(Segment)
-    contact = _unchecked(Contact)
+    tenant = unchecked_foreign_key(Tenant)
+    segment = unchecked_foreign_key(Segment)
+    contact = unchecked_foreign_key(Contact)
     kind = models.CharField(max_length=10, choices=Kind.choices)
     occurred_at = models.DateTimeField()
     segment_version = models.PositiveIntegerField(default=0)
