@@ -79,7 +79,7 @@ from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
 
-BATCH_SIZE = 200
+BATCH_SIZE = 500
 MAX_ATTEMPTS = 5
 STALE_CLAIM = dt.timedelta(minutes=10)
 # Transient failures wait RETRY_DELAY, then twice as long each time (2, 4, 8, 16 min), at most MAX_RETRY_DELAY.

@@ -149,3 +149,39 @@ def test_partials_and_the_safe_filter_are_refused_on_save(source: str, error: st
 def test_contact_data_cannot_be_marked_as_html():
     with pytest.raises(RenderError):
         render("{{ contact.first_name | safe }}", {"contact": {"first_name": "<a href='x'>"}}, html_output=True)
+
+
+def test_renders_are_memoised_on_the_values_a_template_reads_and_only_on_them():
+    from campaigns import rendering
+
+    source = "Hi {{ contact.first_name | default: 'there' }}{% if contact.attributes.vip %}, VIP{% endif %}!"
+    before = len(rendering._memo.entries)
+    ada = {"contact": {"first_name": "Ada", "email": "ada@example.com", "attributes": {"vip": True}}}
+    ada_again = {"contact": {"first_name": "Ada", "email": "other@example.com", "attributes": {"vip": True}}}
+    plain = {"contact": {"first_name": "Ada", "attributes": {"vip": "true"}}}  # text, not the boolean
+    nobody = {"contact": {"attributes": {}}}
+    assert render(source, ada) == render(source, ada_again) == "Hi Ada, VIP!"
+    assert len(rendering._memo.entries) == before + 1  # the email is not read: one entry
+    assert render(source, plain) == "Hi Ada, VIP!" and len(rendering._memo.entries) == before + 2
+    assert render(source, nobody) == "Hi there!"
+    loop = "{% for tag in contact.interests limit: 2 %}{{ tag | upcase }} {% endfor %}"
+    assert render(loop, {"contact": {"interests": ["golf", "tea", "art"]}}) == "GOLF TEA "
+    assert render(loop, {"contact": {"interests": ["art"]}}) == "ART "
+
+
+def test_templates_that_read_computed_keys_or_the_clock_are_not_memoised():
+    from campaigns import rendering
+
+    computed = "{% assign k = contact.pick %}{{ contact.attributes[k] }}"
+    assert rendering._read_paths(computed, False) is None
+    assert render(computed, {"contact": {"pick": "a", "attributes": {"a": 1, "b": 2}}}) == "1"
+    assert render(computed, {"contact": {"pick": "b", "attributes": {"a": 1, "b": 2}}}) == "2"
+    assert rendering._read_paths("{{ 'now' | date: '%Y' }}", False) is None
+
+
+def test_templates_reading_a_value_unique_to_each_contact_are_not_memoised():
+    from campaigns import rendering
+
+    assert rendering._read_paths("<a href='{{ links.unsubscribe }}'>x</a>", True) is None
+    assert rendering._read_paths("?c={{ contact.id }}", False) is None
+    assert rendering._read_paths("{{ contact.first_name }}", False) == (("contact", "first_name"),)
