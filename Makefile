@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed
 PG_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 TEST_DATABASE_URL ?= postgres://segmentor@127.0.0.1:5432/segmentor
 
-.PHONY: run test lint typecheck pytest e2e db bench bench-1m clean help
+.PHONY: run test lint typecheck pytest e2e db bench bench-1m bench-campaigns clean help
 
 help:
 	@echo "make run    start web + worker + beat with demo data (SQLite, file broker)"
 	@echo "make test   lint, type-check and run the test suite (PostgreSQL, Redis)"
 	@echo "make bench  run the benchmarks and print figures for bench/RESULTS.md"
+	@echo "make bench-campaigns  campaigns only: 1M-delivery snapshot, email send vs django-post-office (smtp-sink)"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +61,17 @@ bench: $(STAMP) db
 	$(BIN)/python bench/api_ingest.py
 	BENCH_IMPORT_ROWS=$${BENCH_IMPORT_ROWS:-20000} $(BIN)/python bench/import_csv.py
 	$(BIN)/python bench/segments.py
+	$(MAKE) bench-campaigns
+
+# Campaigns: the snapshot on the 1M-contact tenant, then sending through 2 Celery workers to Postfix's
+# smtp-sink (apt-get install postfix) against django-post-office; starts and stops its own processes.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	touch $(BENCH_STAMP)
+
+bench-campaigns: $(BENCH_STAMP) db
+	$(BIN)/python bench/campaigns.py $(BENCH_ARGS)
 
 # The 1M-contact / 10M-event tenant (built once, about 20 minutes here), then the contact list on it.
 bench-1m: $(STAMP) db

@@ -5,32 +5,56 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('campaigns', '0004_channels_feedback_schedule'),
-        ('contacts', '0005_segments_indexes'),
-        ('tenants', '0006_tenant_index_from_composites'),
+        ("campaigns", "0004_channels_feedback_schedule"),
+        ("contacts", "0005_segments_indexes"),
+        ("tenants", "0006_tenant_index_from_composites"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='delivery',
-            name='contact',
-            field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='contacts.contact'),
+            model_name="delivery",
+            name="contact",
+            field=models.ForeignKey(
+                db_constraint=False,
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="+",
+                to="contacts.contact",
+            ),
         ),
         migrations.AlterField(
-            model_name='delivery',
-            name='run',
-            field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='campaigns.campaignrun'),
+            model_name="delivery",
+            name="run",
+            field=models.ForeignKey(
+                db_constraint=False,
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="+",
+                to="campaigns.campaignrun",
+            ),
         ),
         migrations.AlterField(
-            model_name='delivery',
-            name='tenant',
-            field=models.ForeignKey(db_constraint=False, db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='+', to='tenants.tenant'),
+            model_name="delivery",
+            name="tenant",
+            field=models.ForeignKey(
+                db_constraint=False,
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="+",
+                to="tenants.tenant",
+            ),
         ),
         migrations.AlterField(
-            model_name='delivery',
-            name='variant',
-            field=models.ForeignKey(db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='campaigns.variant'),
+            model_name="delivery",
+            name="variant",
+            field=models.ForeignKey(
+                db_constraint=False,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="campaigns.variant",
+            ),
         ),
     ]
