@@ -1081,9 +1081,14 @@ def run_finish_if_done(*, run: CampaignRun) -> bool:
         if updated:
             campaign = Campaign.objects.get(pk=run.campaign_id)
             if campaign.schedule != Campaign.Schedule.RECURRING:
-                Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.SENDING).update(
-                    status=Campaign.Status.SENT
-                )
+                finished = Campaign.Status.SENT
+            elif not CampaignRun.objects.filter(
+                tenant_id=run.tenant_id, campaign=campaign, status=CampaignRun.Status.SENDING
+            ).exists():
+                finished = Campaign.Status.SCHEDULED  # waits for its next occurrence
+            else:
+                return True
+            Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.SENDING).update(status=finished)
     return True
 
 

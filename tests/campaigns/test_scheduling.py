@@ -13,7 +13,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 from django_celery_beat.schedulers import ModelEntry
 
-from campaigns import scheduling, services
+from campaigns import scheduling, sending, services
 from campaigns.models import Campaign, CampaignRun, Delivery
 from campaigns.scheduling import (
     following_occurrence,
@@ -213,3 +213,20 @@ def test_the_sweep_is_installed_as_a_periodic_task():
     call_command("setup_periodic_tasks", stdout=StringIO())
     task = PeriodicTask.objects.get(task="campaigns.scheduling.resume_stalled_runs_all")
     assert task.enabled and task.crontab is not None
+
+
+def test_a_recurring_campaign_waits_for_its_next_occurrence_once_every_open_run_is_done(shop):
+    tenant, campaign, *_ = shop
+    with tenant_context(tenant.id):
+        scheduled(campaign, schedule=Campaign.Schedule.RECURRING, crontab="* * * * *")
+        now = timezone.now()
+        first = scheduling.scheduled_run_start(campaign=refreshed(campaign), now=now)
+        second = scheduling.scheduled_run_start(campaign=refreshed(campaign), now=now + dt.timedelta(minutes=1))
+        assert first is not None and second is not None
+        assert refreshed(campaign).status == Campaign.Status.SENDING
+        for run in (first, second):
+            Delivery.objects.filter(run=run).update(status=Delivery.Status.SENT)
+        assert sending.run_finish_if_done(run=first)
+        assert refreshed(campaign).status == Campaign.Status.SENDING  # the second run still sends
+        assert sending.run_finish_if_done(run=second)
+        assert refreshed(campaign).status == Campaign.Status.SCHEDULED
