@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.test import Client
 
@@ -60,3 +62,21 @@ def test_forms_carry_csrf_tokens(world: World):
     client.force_login(world.alice)
     assert client.post(f"/t/{world.tenant_a.slug}/settings/", {"name": "x"}).status_code == 403
     assert "csrfmiddlewaretoken" in client.get(f"/t/{world.tenant_a.slug}/settings/").content.decode()
+
+
+def test_the_demo_seed_gives_segments_and_a_campaign_ready_to_send(db):
+    from django.core.management import call_command
+
+    from campaigns.models import Campaign
+    from campaigns.services import audience_estimate, campaign_problems
+    from tenants.context import tenant_context
+    from tenants.models import Tenant
+
+    call_command("seed_demo", contacts=300, stdout=io.StringIO())
+    tenant = Tenant.objects.get(slug="demo-shop")
+    with tenant_context(tenant.id):
+        [campaign] = Campaign.objects.all()
+        assert campaign.status == Campaign.Status.DRAFT
+        assert campaign_problems(campaign=campaign) == []
+        assert audience_estimate(campaign=campaign).total > 0
+        assert {v.target_stage for v in campaign.variants.all()} == {"new_visitor", "lead", "repeat_customer", ""}

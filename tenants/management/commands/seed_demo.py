@@ -5,6 +5,8 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from campaigns.models import Campaign, Variant
+from campaigns.services import campaign_create
 from contacts.generator import load_with_orm
 from contacts.models import Contact
 from segments.models import Segment
@@ -50,6 +52,8 @@ class Command(BaseCommand):
                 self.stdout.write(f"  Generated {report.rows['contacts']} contacts and {report.rows['events']} events.")
             if not Segment.objects.filter(tenant=tenant).exists():
                 self._seed_segments(tenant, user)
+            if not Campaign.objects.filter(tenant=tenant).exists():
+                self._seed_campaign(tenant, user)
         self.stdout.write(self.style.SUCCESS("Demo tenant ready."))
         self.stdout.write(f"  Sign in at /accounts/login/ as {options['email']} with password {options['password']}")
 
@@ -62,3 +66,40 @@ class Command(BaseCommand):
                 segment = segment_create(tenant=tenant, actor=actor, name=starter.label, rules=starter.rules)
                 segment_refresh(segment=segment)
         self.stdout.write(f"  Created {Segment.objects.filter(tenant=tenant).count()} segments.")
+
+    def _seed_campaign(self, tenant: Tenant, user: User) -> None:
+        """A draft email campaign with content per lifecycle stage, ready to preview and send."""
+        audience = Segment.objects.filter(tenant=tenant).order_by("pk").first()
+        if audience is None:
+            return
+        greeting = '<p>Hi {{ contact.first_name | default: "there" }},</p>'
+        button = '<p><a href="{{ cta.url }}">{{ cta.label }}</a></p>'
+        stages = [
+            ("Visitors: learn more", "new_visitor", "Learn more", "See what is new at {{ tenant.name }}"),
+            (
+                "Leads: start a trial",
+                "lead",
+                "Start free trial",
+                "{{ contact.first_name | default: 'Hi' }}, try it free",
+            ),
+            ("Buyers: buy now", "repeat_customer", "Buy now", "Back in stock, just for you"),
+        ]
+        variants = [
+            {
+                "name": name, "target": Variant.Target.STAGE, "target_stage": stage, "subject": subject,
+                "html_body": greeting + "<p>We picked a few things for you this week.</p>" + button,
+                "cta_label": label, "cta_url": "https://demo-shop.example/new",
+            }
+            for name, stage, label, subject in stages
+        ]  # fmt: skip
+        variants.append({
+            "name": "Everyone else", "target": Variant.Target.DEFAULT, "subject": "New this week at {{ tenant.name }}",
+            "html_body": greeting + "<p>Our new collection has landed.</p>" + button,
+            "cta_label": "Learn more", "cta_url": "https://demo-shop.example/new",
+        })  # fmt: skip
+        campaign_create(
+            tenant=tenant, actor=Actor.for_user(user),
+            data={"name": "New this week", "channel": "email", "audience": {"include": [audience.pk], "exclude": []},
+                  "variants": variants},
+        )  # fmt: skip
+        self.stdout.write("  Created a draft campaign (Campaigns → New this week).")
