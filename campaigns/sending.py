@@ -32,6 +32,7 @@ import html as html_lib
 import logging
 import re
 import uuid
+import weakref
 import zoneinfo
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -790,25 +791,31 @@ def _results(backend: Any, messages: Iterator[OutgoingMessage]) -> Iterator[Send
 
 
 # --- recording -------------------------------------------------------------------------------------
-def _sql_literal(value: Any) -> str:
-    """A SQL literal for the values a result holds (standard_conforming_strings on: only ' doubles)."""
+def _param(value: Any) -> bytes | None:
+    """A text-format parameter of the result statement (NUL cannot travel in text; broken UTF-8 is replaced)."""
     if value is None:
-        return "NULL"
-    if isinstance(value, int):
-        return str(int(value))
-    if isinstance(value, dt.datetime):
-        return f"'{value.isoformat()}'::timestamptz"
-    text = str(value).replace("\x00", "")
-    return "'" + text.replace("'", "''") + "'"
+        return None
+    text = value.isoformat() if isinstance(value, dt.datetime) else str(value)
+    return text.replace("\x00", "").encode("utf-8", "replace")
+
+
+# The result statement, prepared once per database connection (RESULT_PREPARED), run after the
+# scope settings in the same implicit transaction.
+RESULT_STATEMENT = b"segmentor_delivery_result"
+RESULT_SQL = (
+    b"UPDATE campaigns_delivery SET status = $1, sent_at = $2::timestamptz, provider_message_id = $3, error = $4, "
+    b"not_before = $5::timestamptz WHERE tenant_id = $6::bigint AND id = $7::bigint AND status = 'sending'"
+)
+RESULT_PREPARED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 class ResultLog:
     """Writes each send's result the moment the provider answered, committed before the next send.
 
-    On PostgreSQL, outside a transaction, each result is one round trip: a single simple-protocol
-    query holding ``SELECT set_config(…)`` (the tenant for row-level security, and
-    ``synchronous_commit`` off for this transaction only) and the ``UPDATE``, which PostgreSQL runs
-    as one implicit transaction and commits. ``submit`` sends it and returns; ``drain`` waits for
+    On PostgreSQL, outside a transaction, each result is one round trip: in libpq's pipeline mode,
+    ``SELECT set_config(…)`` (the tenant for row-level security, and ``synchronous_commit`` off for
+    this transaction only) and the prepared ``UPDATE`` (planned once per connection), then a Sync,
+    which PostgreSQL runs as one implicit transaction and commits. ``submit`` sends it and returns; ``drain`` waits for
     the commit, and the sender drains before handing over the next message, so the next message
     is rendered while the database commits the last result, and at most the message in flight
     has no result if the worker is killed. The commit is visible to every other session and
@@ -824,6 +831,7 @@ class ResultLog:
         self.tenant_id = tenant_id
         self.fast = False
         self.pending = False
+        self.preparing = False
         if connection.vendor == "postgresql" and not connection.in_atomic_block and connection.get_autocommit():
             connection.ensure_connection()
             info = connection.connection.info
@@ -865,9 +873,25 @@ class ResultLog:
         from psycopg import generators
 
         raw = connection.connection
-        raw.pgconn.send_query(self._sql(delivery_id, values).encode("utf-8", "replace"))
+        pgconn = raw.pgconn
+        scope = current_scope()
+        pgconn.enter_pipeline_mode()
         self.pending = True
-        raw.wait(generators.send(raw.pgconn))
+        self.preparing = raw not in RESULT_PREPARED
+        if self.preparing:
+            pgconn.send_prepare(RESULT_STATEMENT, RESULT_SQL)
+        setup = "SELECT set_config('app.tenant_id', $1, true), set_config('app.platform_access', $2, true)"
+        if not self.durable_flush:
+            setup += ", set_config('synchronous_commit', 'off', true)"
+        tenant = "" if scope.tenant_id is None else str(scope.tenant_id)
+        pgconn.send_query_params(setup.encode(), [_param(tenant), _param("on" if scope.platform else "")])
+        pgconn.send_query_prepared(
+            RESULT_STATEMENT,
+            [_param(values[name]) for name in ("status", "sent_at", "provider_message_id", "error", "not_before")]
+            + [_param(self.tenant_id), _param(delivery_id)],
+        )
+        pgconn.pipeline_sync()
+        raw.wait(generators.send(pgconn))
 
     def write(self, delivery_id: int, status: str, **values: Any) -> None:
         """Record a result and wait for its commit."""
@@ -882,26 +906,26 @@ class ResultLog:
 
         self.pending = False
         raw = connection.connection
-        results = raw.wait(generators.fetch_many(raw.pgconn))
-        for result in results:
-            if result.status == pq.ExecStatus.FATAL_ERROR:
-                raise errors.error_from_result(result, encoding=raw.info.encoding)
-
-    def _sql(self, delivery_id: int, values: dict[str, Any]) -> str:
-        from tenants.db.postgresql.base import SET_SCOPE_SQL
-
-        scope = current_scope()
-        tenant = "" if scope.tenant_id is None else str(scope.tenant_id)
-        setup = SET_SCOPE_SQL % (_sql_literal(tenant), _sql_literal("on" if scope.platform else ""))
-        if not self.durable_flush:
-            setup += ", set_config('synchronous_commit', 'off', true)"
-        assignments = ", ".join(f"{column} = {_sql_literal(value)}" for column, value in values.items())
-        # Two statements in one Query message: one implicit transaction, committed (or, on an
-        # error, rolled back) by the server before it answers.
-        return (
-            f"{setup}; UPDATE {Delivery._meta.db_table} SET {assignments} "
-            f"WHERE tenant_id = {int(self.tenant_id)} AND id = {int(delivery_id)} AND status = 'sending'"
-        )
+        pgconn = raw.pgconn
+        failed = None
+        while True:
+            result = raw.wait(generators.fetch(pgconn))
+            if result is None:
+                continue  # the end of one statement's results
+            if result.status == pq.ExecStatus.PIPELINE_SYNC:
+                break
+            if self.preparing:  # the first result answers the prepare (which no rollback undoes)
+                self.preparing = False
+                if result.status == pq.ExecStatus.COMMAND_OK:
+                    RESULT_PREPARED.add(raw)
+            if result.status in (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_ABORTED) and failed is None:
+                failed = result
+        pgconn.exit_pipeline_mode()
+        if failed is not None:
+            with connection.wrap_database_errors:  # as Django's own cursors raise them
+                if failed.status == pq.ExecStatus.FATAL_ERROR:
+                    raise errors.error_from_result(failed, encoding=raw.info.encoding)
+                raise errors.OperationalError("the result statement was aborted")
 
 
 def _retry_at(now: dt.datetime, attempts: int, retry_after: float | None) -> dt.datetime:

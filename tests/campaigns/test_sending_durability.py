@@ -154,3 +154,21 @@ def test_a_result_holding_quotes_backslashes_and_broken_text_is_written_as_given
         assert (row.status, row.provider_message_id) == ("failed", "id'\\")
         assert row.error == "550 it's \\'; DELETE FROM campaigns_delivery; --  ? done"
         assert Delivery.objects.get(pk=second).status == "sending"
+
+
+def test_a_refused_result_raises_and_the_next_one_on_the_connection_still_lands(world):
+    from django.db import DataError
+
+    from campaigns.sending import ResultLog
+
+    tenant, campaign = readers(world, 3)
+    with tenant_context(tenant.id):
+        run = run_start(campaign=campaign)
+        first, second, third = deliveries_claim(run=run)
+        with ResultLog(tenant.id) as log:
+            log.write(first, "sent")
+            with pytest.raises(DataError):  # status is varchar(10)
+                log.write(second, "x" * 40)
+            log.write(third, "failed", error="550 no such user")
+        statuses = dict(Delivery.objects.filter(run=run).values_list("pk", "status"))
+        assert statuses == {first: "sent", second: "sending", third: "failed"}
