@@ -274,7 +274,7 @@ class CampaignAdmin(PlatformAdmin):
             if change and campaign.status == Campaign.Status.SCHEDULED and SCHEDULE_FIELDS & set(form.changed_data):
                 from campaigns.services import campaign_schedule
 
-                campaign_schedule(campaign=campaign, user=actor)
+                campaign_schedule(campaign=campaign, actor=actor)
 
     def _each(self, request: HttpRequest, queryset: models.QuerySet[Campaign], service_name: str, done: str) -> None:
         from campaigns import services
@@ -286,7 +286,7 @@ class CampaignAdmin(PlatformAdmin):
             with tenant_context(campaign.tenant_id):
                 try:
                     with transaction.atomic():
-                        service(campaign=campaign, user=actor)
+                        service(campaign=campaign, actor=actor)
                     changed += 1
                 except ValidationError as error:
                     refused.append(f"{campaign.name}: {' '.join(error.messages)}")

@@ -66,7 +66,7 @@ from contacts.normalize import normalise_email, normalise_phone
 from segments.models import Segment
 from segments.services import SET_BASED, query_settings
 from tenants.audit import Actor, audit
-from tenants.models import Tenant, User
+from tenants.models import Tenant
 
 Status = Campaign.Status
 # A campaign "at" a time a little in the past (the form took a while) still goes out.
@@ -148,14 +148,6 @@ class AudienceEstimate:
 
 
 # --- helpers -----------------------------------------------------------------------------------
-def _actor(user: User | Actor | None) -> Actor:
-    if isinstance(user, Actor):
-        return user
-    if user is None:
-        return Actor.system()
-    return Actor.for_user(user)
-
-
 def _state_error(campaign: Campaign, action: str) -> ValidationError:
     return ValidationError(
         {"status": f"A {campaign.get_status_display().lower()} campaign cannot be {action}."}, code="invalid_state"
@@ -242,7 +234,7 @@ def _schedule_problems(campaign: Campaign) -> list[Problem]:
 
 # --- state changes -----------------------------------------------------------------------------
 @transaction.atomic
-def campaign_send_now(*, campaign: Campaign, user: User | Actor | None) -> CampaignRun:
+def campaign_send_now(*, campaign: Campaign, actor: Actor) -> CampaignRun:
     """Snapshot the audience into a new run and start sending it (after commit).
 
     Allowed from draft and scheduled (a one-off schedule is dropped; a recurring one keeps going
@@ -256,7 +248,7 @@ def campaign_send_now(*, campaign: Campaign, user: User | Actor | None) -> Campa
         scheduling.schedule_remove(campaign=campaign)
     run = _start(campaign)
     audit(
-        tenant=campaign.tenant, actor=_actor(user), action="campaign.sent_now", obj=campaign,
+        tenant=campaign.tenant, actor=actor, action="campaign.sent_now", obj=campaign,
         data={"run": run.pk, "audience": run.audience_size},
     )  # fmt: skip
     return run
@@ -271,7 +263,7 @@ def _start(campaign: Campaign, scheduled_for: dt.datetime | None = None) -> Camp
 
 
 @transaction.atomic
-def campaign_schedule(*, campaign: Campaign, user: User | Actor | None) -> None:
+def campaign_schedule(*, campaign: Campaign, actor: Actor) -> None:
     """Put the campaign on its schedule (``campaign.schedule``), creating or updating its beat row.
 
     - ``now``: start a run at once (as ``campaign_send_now``);
@@ -293,7 +285,6 @@ def campaign_schedule(*, campaign: Campaign, user: User | Actor | None) -> None:
     if campaign.status not in (Status.DRAFT, Status.SCHEDULED) and not recurring_running:
         raise _state_error(campaign, "scheduled")
     _raise_problems(campaign_problems(campaign=campaign))
-    actor = _actor(user)
     data: dict[str, Any] = {"schedule": campaign.schedule}
     if not scheduling.needs_beat(campaign):
         scheduling.schedule_remove(campaign=campaign)
@@ -311,7 +302,7 @@ def campaign_schedule(*, campaign: Campaign, user: User | Actor | None) -> None:
 
 
 @transaction.atomic
-def campaign_pause(*, campaign: Campaign, user: User | Actor | None) -> None:
+def campaign_pause(*, campaign: Campaign, actor: Actor) -> None:
     """Pause a sending or scheduled campaign: its sending runs stop at the next batch, its beat row stops."""
     _locked(campaign)
     if campaign.status not in (Status.SENDING, Status.SCHEDULED):
@@ -324,13 +315,13 @@ def campaign_pause(*, campaign: Campaign, user: User | Actor | None) -> None:
     Campaign.objects.filter(pk=campaign.pk).update(status=Status.PAUSED)
     campaign.status = Status.PAUSED
     audit(
-        tenant=campaign.tenant, actor=_actor(user), action="campaign.paused", obj=campaign,
+        tenant=campaign.tenant, actor=actor, action="campaign.paused", obj=campaign,
         data={"runs": runs, "was": previous},
     )  # fmt: skip
 
 
 @transaction.atomic
-def campaign_resume(*, campaign: Campaign, user: User | Actor | None) -> None:
+def campaign_resume(*, campaign: Campaign, actor: Actor) -> None:
     """Resume a paused campaign: paused runs send again (enqueued after commit), the beat row restarts.
 
     The campaign becomes ``sending`` when a run resumes, else ``scheduled`` again.
@@ -361,11 +352,11 @@ def campaign_resume(*, campaign: Campaign, user: User | Actor | None) -> None:
         status = Status.DRAFT
     Campaign.objects.filter(pk=campaign.pk).update(status=status)
     campaign.status = status
-    audit(tenant=campaign.tenant, actor=_actor(user), action="campaign.resumed", obj=campaign, data={"runs": len(runs)})
+    audit(tenant=campaign.tenant, actor=actor, action="campaign.resumed", obj=campaign, data={"runs": len(runs)})
 
 
 @transaction.atomic
-def campaign_cancel(*, campaign: Campaign, user: User | Actor | None) -> None:
+def campaign_cancel(*, campaign: Campaign, actor: Actor) -> None:
     """Cancel a campaign not yet sent: open runs are cancelled (pending deliveries skipped), the beat row removed."""
     _locked(campaign)
     if campaign.status in (Status.SENT, Status.CANCELLED):
@@ -383,7 +374,7 @@ def campaign_cancel(*, campaign: Campaign, user: User | Actor | None) -> None:
     Campaign.objects.filter(pk=campaign.pk).update(status=Status.CANCELLED)
     campaign.status = Status.CANCELLED
     audit(
-        tenant=campaign.tenant, actor=_actor(user), action="campaign.cancelled", obj=campaign,
+        tenant=campaign.tenant, actor=actor, action="campaign.cancelled", obj=campaign,
         data={"runs": len(runs), "deliveries_cancelled": skipped},
     )  # fmt: skip
 
@@ -492,7 +483,7 @@ def _missing() -> str:
 
 
 def campaign_send_test(
-    *, campaign: Campaign, variant: Variant, contact: Contact | None, to: str, user: User | Actor | None
+    *, campaign: Campaign, variant: Variant, contact: Contact | None, to: str, actor: Actor
 ) -> SendResult:
     """Send ``variant`` rendered for ``contact`` to ``to`` (an email address, a phone number, a push token
     or a webhook URL), subject prefixed “[Test]”. Creates no delivery and counts against no cap."""
@@ -512,7 +503,7 @@ def campaign_send_test(
     finally:
         backend.close()
     audit(
-        tenant=campaign.tenant, actor=_actor(user), action="campaign.test_sent", obj=campaign,
+        tenant=campaign.tenant, actor=actor, action="campaign.test_sent", obj=campaign,
         data={"variant": variant.pk, "contact": target.pk, "channel": campaign.channel, "status": str(result.status)},
     )  # fmt: skip
     return result
@@ -796,9 +787,7 @@ def campaign_update(*, campaign: Campaign, actor: Actor, data: Mapping[str, Any]
         data={"fields": sorted(data), "rescheduled": rescheduled},
     )  # fmt: skip
     if rescheduled:
-        from campaigns.services import campaign_schedule
-
-        campaign_schedule(campaign=campaign, user=actor.user)
+        campaign_schedule(campaign=campaign, actor=actor)
     return campaign, check
 
 

@@ -614,7 +614,7 @@ class SendTestView(ComposerView):
             to = test_form.cleaned_data["to"]
             try:
                 result = services.campaign_send_test(
-                    campaign=campaign, variant=form.instance, contact=contact, to=to, user=self.membership.user
+                    campaign=campaign, variant=form.instance, contact=contact, to=to, actor=self.actor()
                 )
             except ValidationError as error:
                 context["errors"] = error.messages
@@ -722,13 +722,13 @@ class SendView(ComposerView):
 
     def post(self, request: HttpRequest, tenant_slug: str, campaign_id: int) -> HttpResponse:
         campaign = self.editable(campaign_id)
-        user = self.membership.user
+        actor = self.actor()
         try:
             if campaign.schedule == Campaign.Schedule.NOW or request.POST.get("now") == "1":
-                services.campaign_send_now(campaign=campaign, user=user)
+                services.campaign_send_now(campaign=campaign, actor=actor)
                 messages.success(request, "Sending started.")
             else:
-                services.campaign_schedule(campaign=campaign, user=user)
+                services.campaign_schedule(campaign=campaign, actor=actor)
                 messages.success(request, f"Scheduled: {schedule_text(campaign)}.")
         except ValidationError as error:
             for message in error.messages:
@@ -802,7 +802,7 @@ class CampaignActionView(CampaignsView):
         campaign = self.campaign(campaign_id)
         service = getattr(services, f"campaign_{self.action}")
         try:
-            service(campaign=campaign, user=self.membership.user)
+            service(campaign=campaign, actor=self.actor())
         except ValidationError as error:
             for message in error.messages:
                 messages.error(request, message)

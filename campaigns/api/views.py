@@ -251,7 +251,7 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantVi
         problems = campaign_services.campaign_problems(campaign=campaign)
         if problems:
             raise serializers.ValidationError(problem_paths(campaign, problems))
-        campaign_services.campaign_schedule(campaign=campaign, user=request_actor(request))
+        campaign_services.campaign_schedule(campaign=campaign, actor=request_actor(request))
         return self.state(campaign)
 
     def state(self, campaign: Campaign) -> Response:
@@ -266,7 +266,7 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantVi
     @action(detail=True, methods=["post"])
     def pause(self, request: Request, campaign_id: str) -> Response:
         campaign = self.get_object()
-        campaign_services.campaign_pause(campaign=campaign, user=request_actor(request))
+        campaign_services.campaign_pause(campaign=campaign, actor=request_actor(request))
         return self.state(campaign)
 
     @extend_schema(
@@ -277,7 +277,7 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantVi
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, campaign_id: str) -> Response:
         campaign = self.get_object()
-        campaign_services.campaign_resume(campaign=campaign, user=request_actor(request))
+        campaign_services.campaign_resume(campaign=campaign, actor=request_actor(request))
         return self.state(campaign)
 
     @extend_schema(
@@ -291,7 +291,7 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantVi
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, campaign_id: str) -> Response:
         campaign = self.get_object()
-        campaign_services.campaign_cancel(campaign=campaign, user=request_actor(request))
+        campaign_services.campaign_cancel(campaign=campaign, actor=request_actor(request))
         return self.state(campaign)
 
     # --- content ---------------------------------------------------------------------------------------
@@ -332,7 +332,7 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantVi
         data = parse(s.SendTestInputSerializer, request.data)
         contact, variant = self.contact_and_variant(campaign, data)
         result = campaign_services.campaign_send_test(
-            campaign=campaign, variant=variant, contact=contact, to=data["to"], user=request_actor(request)
+            campaign=campaign, variant=variant, contact=contact, to=data["to"], actor=request_actor(request)
         )
         return Response(
             {"status": str(result.status), "provider_message_id": result.provider_message_id, "error": result.error}

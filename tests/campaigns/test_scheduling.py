@@ -140,10 +140,10 @@ def test_the_beat_task_does_nothing_for_a_paused_or_cancelled_campaign(shop):
     tenant, campaign, *_ = shop
     with tenant_context(tenant.id):
         scheduled(campaign, schedule=Campaign.Schedule.RECURRING, crontab="0 9 * * *")
-        services.campaign_pause(campaign=campaign, user=ACTOR)
+        services.campaign_pause(campaign=campaign, actor=ACTOR)
     assert start_scheduled_run(tenant.id, campaign.pk) is None
     with tenant_context(tenant.id):
-        services.campaign_cancel(campaign=campaign, user=ACTOR)
+        services.campaign_cancel(campaign=campaign, actor=ACTOR)
     assert start_scheduled_run(tenant.id, campaign.pk) is None
     with tenant_context(tenant.id):
         assert not CampaignRun.objects.filter(campaign=campaign).exists()
@@ -190,9 +190,9 @@ def test_next_occurrence_for_the_ui(shop):
 def test_the_sweep_requeues_runs_nobody_works_on(shop):
     tenant, campaign, segment, _ = shop
     with tenant_context(tenant.id):
-        run = services.campaign_send_now(campaign=campaign, user=ACTOR)
+        run = services.campaign_send_now(campaign=campaign, actor=ACTOR)
         later = campaign_for(tenant, segment, name="Local", schedule=Campaign.Schedule.LOCAL_TIME)
-        waiting = services.campaign_send_now(campaign=later, user=ACTOR)
+        waiting = services.campaign_send_now(campaign=later, actor=ACTOR)
         now = timezone.now()
         # Everyone in the local-time run waits for tomorrow morning: nothing due, nothing stalled.
         Delivery.objects.filter(run=waiting).update(not_before=now + dt.timedelta(hours=10))

@@ -74,7 +74,7 @@ def scheduled(campaign: Campaign, **fields) -> Campaign:
     for name, value in fields.items():
         setattr(campaign, name, value)
     campaign.save()
-    services.campaign_schedule(campaign=campaign, user=ACTOR)
+    services.campaign_schedule(campaign=campaign, actor=ACTOR)
     return refreshed(campaign)
 
 
@@ -107,7 +107,7 @@ def test_problems_name_the_field_and_the_reason(shop):
         assert {p.field for p in services.campaign_problems(campaign=sms)} == {"sms_body", "channel"}
 
         with pytest.raises(ValidationError) as error:
-            services.campaign_schedule(campaign=broken, user=ACTOR)
+            services.campaign_schedule(campaign=broken, actor=ACTOR)
         assert set(error.value.message_dict) == {"subject", "crontab"}
         assert refreshed(broken).status == Campaign.Status.DRAFT
 
@@ -118,7 +118,7 @@ def test_a_send_at_in_the_past_is_refused(shop):
         campaign.schedule, campaign.send_at = Campaign.Schedule.AT, timezone.now() - dt.timedelta(hours=1)
         campaign.save()
         with pytest.raises(ValidationError) as error:
-            services.campaign_schedule(campaign=campaign, user=ACTOR)
+            services.campaign_schedule(campaign=campaign, actor=ACTOR)
         assert "passed" in error.value.message_dict["send_at"][0]
         assert not PeriodicTask.objects.filter(name__startswith="campaign ").exists()
 
@@ -128,7 +128,7 @@ def test_send_now_snapshots_and_queues_the_run_after_commit(shop, world, django_
     tenant, campaign, _, people = shop
     with tenant_context(tenant.id):
         with django_capture_on_commit_callbacks() as callbacks:
-            run = services.campaign_send_now(campaign=campaign, user=world.alice)
+            run = services.campaign_send_now(campaign=campaign, actor=Actor.for_user(world.alice))
         assert len(callbacks) == 1  # send_run, only once the snapshot is committed
         assert run.audience_size == len(people)
         assert Delivery.objects.filter(run=run, status=Delivery.Status.PENDING).count() == len(people)
@@ -137,7 +137,7 @@ def test_send_now_snapshots_and_queues_the_run_after_commit(shop, world, django_
         assert log.actor_user == world.alice and log.data == {"run": run.pk, "audience": len(people)}
 
         with pytest.raises(ValidationError) as error:
-            services.campaign_send_now(campaign=campaign, user=world.alice)
+            services.campaign_send_now(campaign=campaign, actor=Actor.for_user(world.alice))
         assert "sending campaign cannot be sent now" in status_error(error)
         assert CampaignRun.objects.filter(campaign=campaign).count() == 1
 
@@ -146,13 +146,13 @@ def test_pause_stops_the_run_and_resume_queues_it_again(shop, django_capture_on_
     tenant, campaign, _, people = shop
     with tenant_context(tenant.id):
         with pytest.raises(ValidationError) as error:
-            services.campaign_pause(campaign=campaign, user=ACTOR)
+            services.campaign_pause(campaign=campaign, actor=ACTOR)
         assert "draft campaign cannot be paused" in status_error(error)
         with pytest.raises(ValidationError):
-            services.campaign_resume(campaign=campaign, user=ACTOR)
+            services.campaign_resume(campaign=campaign, actor=ACTOR)
 
-        run = services.campaign_send_now(campaign=campaign, user=ACTOR)
-        services.campaign_pause(campaign=campaign, user=ACTOR)
+        run = services.campaign_send_now(campaign=campaign, actor=ACTOR)
+        services.campaign_pause(campaign=campaign, actor=ACTOR)
         assert campaign.status == refreshed(campaign).status == Campaign.Status.PAUSED
         assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.PAUSED
         # The queued task finds the run paused and sends nothing; claims take nothing from it.
@@ -160,16 +160,16 @@ def test_pause_stops_the_run_and_resume_queues_it_again(shop, django_capture_on_
         assert deliveries_claim(run=CampaignRun.objects.get(pk=run.pk)) == []
         assert Delivery.objects.filter(run=run, status=Delivery.Status.PENDING).count() == len(people)
         with pytest.raises(ValidationError) as error:
-            services.campaign_pause(campaign=campaign, user=ACTOR)
+            services.campaign_pause(campaign=campaign, actor=ACTOR)
         assert "paused campaign cannot be paused" in status_error(error)
 
         with django_capture_on_commit_callbacks() as callbacks:
-            services.campaign_resume(campaign=campaign, user=ACTOR)
+            services.campaign_resume(campaign=campaign, actor=ACTOR)
         assert len(callbacks) == 1
         assert refreshed(campaign).status == Campaign.Status.SENDING
         assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.SENDING
         with pytest.raises(ValidationError) as error:
-            services.campaign_resume(campaign=campaign, user=ACTOR)
+            services.campaign_resume(campaign=campaign, actor=ACTOR)
         assert "sending campaign cannot be resumed" in status_error(error)
         assert actions(tenant)[-3:] == ["campaign.sent_now", "campaign.paused", "campaign.resumed"]
 
@@ -177,21 +177,21 @@ def test_pause_stops_the_run_and_resume_queues_it_again(shop, django_capture_on_
 def test_cancel_skips_what_is_pending_and_is_final(shop):
     tenant, campaign, _, people = shop
     with tenant_context(tenant.id):
-        run = services.campaign_send_now(campaign=campaign, user=ACTOR)
-        services.campaign_pause(campaign=campaign, user=ACTOR)
-        services.campaign_cancel(campaign=campaign, user=ACTOR)
+        run = services.campaign_send_now(campaign=campaign, actor=ACTOR)
+        services.campaign_pause(campaign=campaign, actor=ACTOR)
+        services.campaign_cancel(campaign=campaign, actor=ACTOR)
         assert refreshed(campaign).status == Campaign.Status.CANCELLED
         assert CampaignRun.objects.get(pk=run.pk).status == CampaignRun.Status.CANCELLED
         skipped = Delivery.objects.filter(run=run, status=Delivery.Status.SKIPPED, skip_reason="cancelled")
         assert skipped.count() == len(people)
         for change in (services.campaign_cancel, services.campaign_pause, services.campaign_resume):
             with pytest.raises(ValidationError) as error:
-                change(campaign=campaign, user=ACTOR)
+                change(campaign=campaign, actor=ACTOR)
             assert "cancelled campaign cannot be" in status_error(error)
         with pytest.raises(ValidationError):
-            services.campaign_send_now(campaign=campaign, user=ACTOR)
+            services.campaign_send_now(campaign=campaign, actor=ACTOR)
         with pytest.raises(ValidationError):
-            services.campaign_schedule(campaign=campaign, user=ACTOR)
+            services.campaign_schedule(campaign=campaign, actor=ACTOR)
         assert "campaign.cancelled" in actions(tenant)
 
 
@@ -204,7 +204,7 @@ def test_a_sent_campaign_cannot_be_cancelled_paused_or_scheduled(shop):
             services.campaign_send_now,
         ):  # fmt: skip
             with pytest.raises(ValidationError) as error:
-                change(campaign=campaign, user=ACTOR)
+                change(campaign=campaign, actor=ACTOR)
             assert "sent campaign cannot be" in status_error(error)
 
 
@@ -228,13 +228,13 @@ def test_at_creates_a_one_off_clocked_task_and_editing_moves_it(shop):
         # Editing the time (aware, as forms send it) updates the same row and drops the old clock.
         campaign.send_at = dt.datetime(2031, 2, 1, 8, 30, tzinfo=zoneinfo.ZoneInfo("Europe/Berlin"))
         campaign.save()
-        services.campaign_schedule(campaign=campaign, user=ACTOR)
+        services.campaign_schedule(campaign=campaign, actor=ACTOR)
         task = PeriodicTask.objects.get(pk=task.pk)
         assert task.clocked.clocked_time == dt.datetime(2031, 2, 1, 7, 30, tzinfo=dt.UTC)
         assert not ClockedSchedule.objects.filter(pk=first_clock).exists()
         assert PeriodicTask.objects.filter(name__startswith="campaign ").count() == 1
 
-        services.campaign_cancel(campaign=campaign, user=ACTOR)
+        services.campaign_cancel(campaign=campaign, actor=ACTOR)
         assert not PeriodicTask.objects.filter(pk=task.pk).exists()
         assert not ClockedSchedule.objects.filter(pk=task.clocked_id).exists()
         assert refreshed(campaign).periodic_task_id is None
@@ -256,7 +256,7 @@ def test_recurring_uses_a_crontab_in_the_tenant_zone(shop):
 
         campaign.crontab = "30 18 1 * *"
         campaign.save()
-        services.campaign_schedule(campaign=campaign, user=ACTOR)
+        services.campaign_schedule(campaign=campaign, actor=ACTOR)
         task = PeriodicTask.objects.get(pk=task.pk)
         cron = task.crontab
         assert (cron.minute, cron.hour, cron.day_of_month, cron.month_of_year, cron.day_of_week) == (
@@ -268,11 +268,11 @@ def test_recurring_uses_a_crontab_in_the_tenant_zone(shop):
         campaign.crontab = "0 25 * * *"
         campaign.save()
         with pytest.raises(ValidationError) as error:
-            services.campaign_schedule(campaign=campaign, user=ACTOR)
+            services.campaign_schedule(campaign=campaign, actor=ACTOR)
         assert "hour field “25”" in error.value.message_dict["crontab"][0]
         assert PeriodicTask.objects.get(pk=task.pk).crontab_id == cron.pk  # unchanged
 
-        services.campaign_cancel(campaign=campaign, user=ACTOR)
+        services.campaign_cancel(campaign=campaign, actor=ACTOR)
         assert not PeriodicTask.objects.filter(pk=task.pk).exists()
         assert not CrontabSchedule.objects.filter(pk=cron.pk).exists()
         assert PeriodicTask.objects.filter(pk=other.pk, crontab=shared).exists()
@@ -282,10 +282,10 @@ def test_pausing_a_scheduled_campaign_stops_its_beat_row(shop):
     tenant, campaign, *_ = shop
     with tenant_context(tenant.id):
         scheduled(campaign, schedule=Campaign.Schedule.RECURRING, crontab="0 9 * * *")
-        services.campaign_pause(campaign=campaign, user=ACTOR)
+        services.campaign_pause(campaign=campaign, actor=ACTOR)
         task = PeriodicTask.objects.get(pk=refreshed(campaign).periodic_task_id)
         assert not task.enabled
-        services.campaign_resume(campaign=campaign, user=ACTOR)
+        services.campaign_resume(campaign=campaign, actor=ACTOR)
         assert PeriodicTask.objects.get(pk=task.pk).enabled
         assert refreshed(campaign).status == Campaign.Status.SCHEDULED
 
@@ -294,18 +294,18 @@ def test_now_and_local_time_without_a_date_start_at_once(shop, django_capture_on
     tenant, campaign, segment, people = shop
     with tenant_context(tenant.id):
         with django_capture_on_commit_callbacks() as callbacks:
-            services.campaign_schedule(campaign=campaign, user=ACTOR)  # schedule "now"
+            services.campaign_schedule(campaign=campaign, actor=ACTOR)  # schedule "now"
         assert len(callbacks) == 1
         assert refreshed(campaign).status == Campaign.Status.SENDING
         assert CampaignRun.objects.filter(campaign=campaign).count() == 1
 
         local = campaign_for(tenant, segment, name="Local", schedule=Campaign.Schedule.LOCAL_TIME)
         with pytest.raises(ValidationError) as error:
-            services.campaign_schedule(campaign=local, user=ACTOR)
+            services.campaign_schedule(campaign=local, actor=ACTOR)
         assert "local_time" in error.value.message_dict
         local.local_time = dt.time(9, 0)
         local.save()
-        services.campaign_schedule(campaign=local, user=ACTOR)
+        services.campaign_schedule(campaign=local, actor=ACTOR)
         assert refreshed(local).status == Campaign.Status.SENDING
         assert CampaignRun.objects.get(campaign=local).audience_size == len(people)
 
@@ -317,7 +317,7 @@ def test_local_time_with_a_later_date_waits_for_it(shop):
             tenant, segment, name="Local", schedule=Campaign.Schedule.LOCAL_TIME, local_time=dt.time(9, 0),
             send_at=dt.datetime(2031, 3, 1, 0, 0, tzinfo=dt.UTC),
         )  # fmt: skip
-        services.campaign_schedule(campaign=local, user=ACTOR)
+        services.campaign_schedule(campaign=local, actor=ACTOR)
         local = refreshed(local)
         assert local.status == Campaign.Status.SCHEDULED
         assert PeriodicTask.objects.get(pk=local.periodic_task_id).clocked.clocked_time == local.send_at
@@ -415,7 +415,11 @@ def test_send_test_reaches_the_inbox_and_records_no_delivery(shop, smtp, world):
     with tenant_context(tenant.id):
         variant = Variant.objects.get(campaign=campaign)
         result = services.campaign_send_test(
-            campaign=campaign, variant=variant, contact=people[3], to=" Alice@A.example ", user=world.alice
+            campaign=campaign,
+            variant=variant,
+            contact=people[3],
+            to=" Alice@A.example ",
+            actor=Actor.for_user(world.alice),
         )
         assert result.ok, result.error
         [message] = smtp.inbox.wait_for(1)
@@ -428,7 +432,7 @@ def test_send_test_reaches_the_inbox_and_records_no_delivery(shop, smtp, world):
 
         with pytest.raises(ValidationError) as error:
             services.campaign_send_test(
-                campaign=campaign, variant=variant, contact=None, to="not-an-address", user=None
+                campaign=campaign, variant=variant, contact=None, to="not-an-address", actor=None
             )
         assert "to" in error.value.message_dict
         assert len(smtp.inbox.messages) == 1
@@ -449,7 +453,7 @@ def test_campaign_list_filters_by_status_channel_and_name(shop, world):
     tenant, campaign, segment, _ = shop
     with tenant_context(tenant.id):
         texts = campaign_for(tenant, segment, name="Winter texts", channel="sms", description="cold")
-        services.campaign_send_now(campaign=campaign, user=ACTOR)
+        services.campaign_send_now(campaign=campaign, actor=ACTOR)
         names = lambda **kw: [c.name for c in selectors.campaign_list(tenant=tenant, **kw)]  # noqa: E731
         assert names() == ["Winter texts", "Spring sale"]
         assert names(status="sending") == ["Spring sale"]
@@ -465,7 +469,7 @@ def test_delivery_list_and_runs_for_the_campaign_page(shop, django_assert_max_nu
     tenant, campaign, _, people = shop
     with tenant_context(tenant.id):
         Contact.objects.filter(pk=people[0].pk).update(email="")
-        run = services.campaign_send_now(campaign=campaign, user=ACTOR)
+        run = services.campaign_send_now(campaign=campaign, actor=ACTOR)
         Delivery.objects.filter(run=run, contact=people[0]).update(status="skipped", skip_reason="no_address")
         Delivery.objects.filter(run=run, contact=people[1]).update(status="sent")
         with django_assert_max_num_queries(1):

@@ -226,7 +226,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_repeats_at_most_the_message
         )  # fmt: skip
         first = workers.start()
         with tenant_context(tenant.id):
-            run = services.campaign_send_now(campaign=campaign, user=ACTOR)  # send_run is queued on commit
+            run = services.campaign_send_now(campaign=campaign, actor=ACTOR)  # send_run is queued on commit
         wait_until(lambda: len(inbox.messages) >= 12, 60, "the first worker to send a dozen messages", workers)
         workers.kill(first)  # kill -9, in the middle of the batch of 40
         received_before = len(inbox.messages)
@@ -253,7 +253,7 @@ def test_two_workers_sending_one_run_at_once_send_each_message_once(world, worke
         both = [workers.start(), workers.start()]
         workers.wait_ready(*both)
         with tenant_context(tenant.id):
-            run = services.campaign_send_now(campaign=campaign, user=ACTOR)
+            run = services.campaign_send_now(campaign=campaign, actor=ACTOR)
         # A redelivered task and a second beat instance: more tasks for the same run, on both workers.
         from campaigns.tasks import send_run
 
