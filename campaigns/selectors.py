@@ -1,12 +1,19 @@
-"""Reads for campaigns: the list, a run's delivery log, a campaign's runs (progress: ``sending.run_progress``)."""
+"""Reads for campaigns: the list, a run's delivery log, a campaign's runs (progress: ``sending.run_progress``),
+the contact a preview renders as."""
 
 from __future__ import annotations
 
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery
+from typing import Any, cast
+
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
-from campaigns.models import Campaign, CampaignRun, Delivery
+from campaigns import sending
+from campaigns.models import Campaign, CampaignAudience, CampaignRun, Delivery
+from contacts.models import Contact
 from tenants.models import Tenant
+
+LIST_PAGE_SIZE = 50
 
 
 def campaign_list(
@@ -80,3 +87,61 @@ def _delivery_count(tenant_id: int, status: str) -> Coalesce:
         .values("n")
     )
     return Coalesce(Subquery(rows, output_field=IntegerField()), 0)
+
+
+def campaign_rows(tenant: Tenant, *, q: str = "", status: str = "", channel: str = "") -> list[dict[str, Any]]:
+    """The list's rows: each campaign with its latest run and that run's sent count."""
+    campaigns = campaign_list(tenant=tenant, status=status or None, channel=channel or None, search=q)
+    latest = CampaignRun.objects.filter(tenant=tenant, campaign=OuterRef("pk")).order_by("-number")
+    campaigns = campaigns.annotate(last_run_id=Subquery(latest.values("pk")[:1])).order_by("-created_at")
+    page = list(campaigns[:LIST_PAGE_SIZE])
+    runs = {
+        run.pk: run
+        for run in CampaignRun.objects.filter(tenant=tenant, pk__in=[c.last_run_id for c in page if c.last_run_id])
+    }
+    sent = _sent_counts(tenant, list(runs))
+    included = _included_sizes(tenant, [c.pk for c in page])
+    rows = []
+    for campaign in page:
+        run = runs.get(campaign.last_run_id)
+        rows.append(
+            {
+                "campaign": campaign,
+                "run": run,
+                "audience_size": run.audience_size if run else included.get(campaign.pk),
+                "audience_estimated": run is None,
+                "sent": sent.get(run.pk, 0) if run else None,
+            }
+        )
+    return rows
+
+
+def _sent_counts(tenant: Tenant, run_ids: list[int]) -> dict[int, int]:
+    if not run_ids:
+        return {}
+    rows = (
+        Delivery.objects.filter(tenant=tenant, run_id__in=run_ids, status=Delivery.Status.SENT)
+        .values("run_id")
+        .annotate(n=Count("id"))
+    )
+    return {row["run_id"]: row["n"] for row in rows}
+
+
+def _included_sizes(tenant: Tenant, campaign_ids: list[int]) -> dict[int, int]:
+    """Before a first run: the included segments' sizes added up (an upper bound of the audience)."""
+    rows = (
+        CampaignAudience.objects.filter(tenant=tenant, campaign_id__in=campaign_ids, exclude=False)
+        .values("campaign_id")
+        .annotate(n=Sum("segment__size"))
+    )
+    return {row["campaign_id"]: row["n"] or 0 for row in rows}
+
+
+def preview_contact(campaign: Campaign, chosen: Contact | None) -> Contact | None:
+    """The contact a preview or test renders as: the chosen one, else the audience's first, else anyone's."""
+    if chosen is not None:
+        return chosen
+    first = sending.audience(campaign).order_by("pk").first()
+    if first is not None:
+        return cast(Contact, first)
+    return Contact.objects.filter(tenant=campaign.tenant, erased_at__isnull=True).order_by("pk").first()

@@ -30,7 +30,7 @@ from django.db import connection, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from campaigns import scheduling, sending
+from campaigns import scheduling, selectors, sending
 from campaigns.channels.base import (
     OutgoingEmail,
     OutgoingMessage,
@@ -391,10 +391,10 @@ def _sample_contact(campaign: Campaign, contact: Contact | None) -> Contact:
         if contact.tenant_id != campaign.tenant_id:
             raise ValidationError({"contact": "No such contact."})
         return contact
-    first = sending.audience(campaign).order_by("pk").first()
-    if first is None:
-        raise ValidationError({"contact": "The audience has no contacts yet: choose a contact to preview as."})
-    return first
+    found = selectors.preview_contact(campaign, None)
+    if found is None:
+        raise ValidationError({"contact": "The workspace has no contacts yet: add one to preview as."})
+    return found
 
 
 def _variant_check(variant: Variant, channel: str, keys: list[str]) -> ContentCheck:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from csp.constants import NONE, SELF
@@ -17,7 +17,6 @@ from csp.decorators import csp_replace
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, OuterRef, Subquery, Sum
 from django.forms import BaseForm
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -26,7 +25,7 @@ from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 from django.utils.decorators import method_decorator
 
-from campaigns import scheduling, selectors, sending, services
+from campaigns import scheduling, selectors, services
 from campaigns.channels.base import sms_segments
 from campaigns.forms import (
     CTA_BY_STAGE,
@@ -44,7 +43,7 @@ from campaigns.forms import (
     describe_crontab,
     suggested_cta,
 )
-from campaigns.models import Campaign, CampaignAudience, CampaignRun, Delivery, Variant
+from campaigns.models import Campaign, CampaignAudience, CampaignRun, Variant
 from campaigns.sending import run_progress
 from campaigns.services import EDITABLE, READ_ONLY_REASON, campaign_create, campaign_update
 from campaigns.validation import CHANNEL_TEMPLATE_FIELDS
@@ -53,7 +52,6 @@ from tenants.audit import Actor
 from tenants.roles import Permission
 from tenants.web import TenantView, add_service_errors
 
-LIST_PAGE_SIZE = 50
 DELIVERY_PAGE_SIZE = 50
 PLANNED = frozenset({Campaign.Status.DRAFT, Campaign.Status.SCHEDULED, Campaign.Status.PAUSED})
 ACTIVE_RUN = frozenset({CampaignRun.Status.PENDING, CampaignRun.Status.SENDING})
@@ -130,63 +128,15 @@ class CampaignListView(CampaignsView):
         status = 200
         rows: list[dict[str, Any]] = []
         if form.is_valid():
-            rows = campaign_rows(self.tenant, **form.cleaned_data)
+            rows = selectors.campaign_rows(self.tenant, **form.cleaned_data)
         else:
             status = 400
-        context = {"form": form, "rows": rows, "filters_active": form.active, "page_size": LIST_PAGE_SIZE}
+        context = {"form": form, "rows": rows, "filters_active": form.active, "page_size": selectors.LIST_PAGE_SIZE}
         partial = _is_partial(request, "campaign-results")
         template = "campaigns/_campaign_table.html" if partial else "campaigns/campaign_list.html"
         response = render(request, template, context, status=status)
         patch_vary_headers(response, ["HX-Request", "HX-Target"])
         return response
-
-
-def campaign_rows(tenant: Any, *, q: str = "", status: str = "", channel: str = "") -> list[dict[str, Any]]:
-    """The list's rows: each campaign with its latest run and that run's sent count."""
-    campaigns = selectors.campaign_list(tenant=tenant, status=status or None, channel=channel or None, search=q)
-    latest = CampaignRun.objects.filter(tenant=tenant, campaign=OuterRef("pk")).order_by("-number")
-    campaigns = campaigns.annotate(last_run_id=Subquery(latest.values("pk")[:1])).order_by("-created_at")
-    page = list(campaigns[:LIST_PAGE_SIZE])
-    runs = {
-        run.pk: run
-        for run in CampaignRun.objects.filter(tenant=tenant, pk__in=[c.last_run_id for c in page if c.last_run_id])
-    }
-    sent = _sent_counts(tenant, list(runs))
-    included = _included_sizes(tenant, [c.pk for c in page])
-    rows = []
-    for campaign in page:
-        run = runs.get(campaign.last_run_id)
-        rows.append(
-            {
-                "campaign": campaign,
-                "run": run,
-                "audience_size": run.audience_size if run else included.get(campaign.pk),
-                "audience_estimated": run is None,
-                "sent": sent.get(run.pk, 0) if run else None,
-            }
-        )
-    return rows
-
-
-def _sent_counts(tenant: Any, run_ids: list[int]) -> dict[int, int]:
-    if not run_ids:
-        return {}
-    rows = (
-        Delivery.objects.filter(tenant=tenant, run_id__in=run_ids, status=Delivery.Status.SENT)
-        .values("run_id")
-        .annotate(n=Count("id"))
-    )
-    return {row["run_id"]: row["n"] for row in rows}
-
-
-def _included_sizes(tenant: Any, campaign_ids: list[int]) -> dict[int, int]:
-    """Before a first run: the included segments' sizes added up (an upper bound of the audience)."""
-    rows = (
-        CampaignAudience.objects.filter(tenant=tenant, campaign_id__in=campaign_ids, exclude=False)
-        .values("campaign_id")
-        .annotate(n=Sum("segment__size"))
-    )
-    return {row["campaign_id"]: row["n"] or 0 for row in rows}
 
 
 # --- the composer --------------------------------------------------------------------------------
@@ -517,7 +467,7 @@ class PreviewView(ComposerView):
         status = 200
         if not contact_form.is_valid():
             status = 400
-        elif (contact := _preview_contact(campaign, contact_form.cleaned_data["preview_contact"])) is None:
+        elif (contact := selectors.preview_contact(campaign, contact_form.cleaned_data["preview_contact"])) is None:
             context["no_contacts"] = True
         elif form.is_valid():
             context["contact"] = contact
@@ -564,7 +514,7 @@ class EmailFrameView(ComposerView):
         contact_form = PreviewContactForm(request.POST, tenant=self.tenant)
         markup = ""
         if form.is_valid() and contact_form.is_valid():
-            contact = _preview_contact(campaign, contact_form.cleaned_data["preview_contact"])
+            contact = selectors.preview_contact(campaign, contact_form.cleaned_data["preview_contact"])
             if contact is not None:
                 try:
                     markup = services.campaign_preview(campaign=campaign, variant=form.instance, contact=contact).html
@@ -574,16 +524,6 @@ class EmailFrameView(ComposerView):
         response["Cache-Control"] = "no-store"
         response["X-Frame-Options"] = "SAMEORIGIN"
         return response
-
-
-def _preview_contact(campaign: Campaign, chosen: Contact | None) -> Contact | None:
-    """The contact a preview or test renders as: the chosen one, else the audience's first, else anyone's."""
-    if chosen is not None:
-        return chosen
-    first = sending.audience(campaign).order_by("pk").first()
-    if first is not None:
-        return cast(Contact, first)
-    return Contact.objects.filter(tenant=campaign.tenant, erased_at__isnull=True).order_by("pk").first()
 
 
 class SendTestView(ComposerView):
@@ -608,7 +548,7 @@ class SendTestView(ComposerView):
                 for name, errors in f.errors.items()
                 for e in errors
             ]
-        elif (contact := _preview_contact(campaign, contact_form.cleaned_data["preview_contact"])) is None:
+        elif (contact := selectors.preview_contact(campaign, contact_form.cleaned_data["preview_contact"])) is None:
             context["errors"] = ["Add a contact first: a test renders the message as one of your contacts."]
         else:
             to = test_form.cleaned_data["to"]
