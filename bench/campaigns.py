@@ -493,14 +493,10 @@ def consenting(tenant: Any, limit: int, offset: int = 0) -> tuple[str, list[Any]
 
 
 def message_builder(campaign: Any) -> Any:
-    """A function rendering the message Segmentor sends to a contact (the engine's Composer when it has one)."""
-    from campaigns import sending
-    from campaigns.models import Delivery
+    """A function rendering the message Segmentor sends to a contact."""
+    from campaigns.sending import Composer
 
-    composer = getattr(sending, "Composer", None)
-    if composer is not None:
-        return composer(campaign).build
-    return lambda variant, contact, delivery_id: sending._email(campaign, Delivery(pk=delivery_id), contact, variant)
+    return Composer(campaign).build
 
 
 def rendered_messages(campaign: Any, audience: Any) -> list[Any]:

@@ -56,7 +56,7 @@ from campaigns.channels.base import (
     SendResult,
     SendStatus,
 )
-from campaigns.channels.email import DjangoEmailBackend
+from campaigns.channels.email import ESP_NAME, DjangoEmailBackend
 from campaigns.channels.local import ConsoleBackend, FileBackend
 from campaigns.channels.push import FcmPushBackend, PushConfig
 from campaigns.channels.sms import SmsConfig, TwilioSmsBackend
@@ -697,17 +697,7 @@ def message_build(
     return Composer(campaign).build(variant, contact, delivery_id)
 
 
-def _email(campaign: Campaign, delivery: Delivery, contact: Contact, variant: Variant) -> OutgoingEmail:
-    """Kept for callers of the first version: the email of one delivery."""
-    message = Composer(campaign).build(variant, contact, delivery.pk)
-    assert isinstance(message, OutgoingEmail)
-    return message
-
-
 # --- backends --------------------------------------------------------------------------------------
-_ESP = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
-
-
 def _required(config: ChannelConfig, *names: str) -> dict[str, str]:
     options = config.settings or {}
     values = {name: str(options.get(name) or "").strip() for name in names}
@@ -724,7 +714,7 @@ def _email_backend(config: ChannelConfig) -> DjangoEmailBackend:
     options = config.settings or {}
     if options.get("esp"):
         esp = str(options["esp"])
-        if not _ESP.match(esp):
+        if not ESP_NAME.match(esp):
             raise ChannelNotConfigured(f"Unknown email service {esp!r}.")
         return DjangoEmailBackend(backend=f"anymail.backends.{esp}.EmailBackend", api_key=config.secret)
     if options.get("host"):

@@ -7,7 +7,6 @@ Errors are ``{field path: [reasons]}``; template errors carry the line (``campai
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from campaigns.channels.email import ESP_NAME
 from campaigns.models import Campaign, CampaignChannel, ChannelConfig, Variant
 from campaigns.rendering import check_template
 from campaigns.scheduling import crontab_fields
@@ -147,7 +147,6 @@ BACKENDS_BY_CHANNEL: dict[str, tuple[str, ...]] = {
 }
 URL_SETTINGS = frozenset({"base_url", "status_callback", "url"})
 BOOL_SETTINGS = frozenset({"use_tls", "use_ssl"})
-ESP_NAME = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
 
 
 def _setting_error(key: str, value: Any) -> str | None:

@@ -28,6 +28,9 @@ from django.utils.module_loading import import_string
 
 from campaigns.channels.base import OutgoingEmail, SendResult, SendStatus, status_for_http, status_for_smtp
 
+# A django-anymail service as its backend module is named (amazon_ses, sendgrid, postmark…).
+ESP_NAME = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
+
 logger = logging.getLogger(__name__)
 
 # Django's SMTP backend waits forever by default; a stuck server must not hold a worker.
