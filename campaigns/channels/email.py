@@ -1,7 +1,10 @@
 """Email through Django's email backends: SMTP, console, file, or any django-anymail ESP.
 
 One connection per batch: the backend is opened once, every message goes over it, and it is
-closed at the end. Each message is handed over alone so each gets its own result.
+closed at the end. Each message is handed over alone so each gets its own result. On Django's
+own SMTP backend the message is written by ``mime_bytes`` (not through EmailMessage, ~10x
+cheaper) and MAIL, RCPT and DATA are pipelined when the server offers PIPELINING (RFC 2920);
+every other backend (anymail ESPs, console, file) gets a Django ``EmailMultiAlternatives``.
 """
 
 from __future__ import annotations
