@@ -145,12 +145,18 @@ def _split(group: list[Variant]) -> Any:
     return Case(*whens, default=Value(group[-1].pk), output_field=IntegerField())
 
 
-def audience(campaign: Campaign) -> Any:
-    """The campaign's contacts: in any included segment, in no excluded one, not erased."""
-    links = list(campaign.audience.all())
+def audience(campaign: Campaign, *, include: Sequence[int] | None = None, exclude: Sequence[int] | None = None) -> Any:
+    """The campaign's contacts: in any included segment, in no excluded one, not erased.
+
+    ``include`` and ``exclude`` (segment ids) stand in for the saved audience: the composer counts
+    a selection before it is saved.
+    """
     members = SegmentMember.objects.filter(tenant_id=campaign.tenant_id, contact_id=OuterRef("pk"))
-    included = [link.segment_id for link in links if not link.exclude]
-    excluded = [link.segment_id for link in links if link.exclude]
+    if include is None or exclude is None:
+        links = list(campaign.audience.all())
+        include = [link.segment_id for link in links if not link.exclude] if include is None else include
+        exclude = [link.segment_id for link in links if link.exclude] if exclude is None else exclude
+    included, excluded = list(include), list(exclude)
     contacts = Contact.objects.filter(tenant_id=campaign.tenant_id, erased_at__isnull=True)
     contacts = contacts.filter(Exists(members.filter(segment_id__in=included))) if included else contacts.none()
     if excluded:

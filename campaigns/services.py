@@ -526,7 +526,9 @@ class _Check:
     costly: bool = False
 
 
-def audience_estimate(*, campaign: Campaign) -> AudienceEstimate:
+def audience_estimate(
+    *, campaign: Campaign, include: Sequence[int] | None = None, exclude: Sequence[int] | None = None
+) -> AudienceEstimate:
     """Count the audience and the contacts the sender would skip now, in one set-based statement.
 
     Mirrors the checks made at the moment of sending (``campaigns.sending``), in the same order;
@@ -542,7 +544,8 @@ def audience_estimate(*, campaign: Campaign) -> AudienceEstimate:
     column = {CampaignChannel.EMAIL: "email", CampaignChannel.SMS: "phone"}.get(CampaignChannel(channel))
     address = column or ("push_tokens" if channel == CampaignChannel.PUSH else None)
     try:
-        audience_sql, params = _sql(sending.audience(campaign).values("id", *([address] if address else [])))
+        contacts = sending.audience(campaign, include=include, exclude=exclude)
+        audience_sql, params = _sql(contacts.values("id", *([address] if address else [])))
     except EmptyResultSet:  # no segment included yet: nobody
         return AudienceEstimate(0, 0, 0, 0, 0, 0, elapsed_ms=(time.perf_counter() - started) * 1000)
     joins: list[str] = []

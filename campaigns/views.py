@@ -16,7 +16,6 @@ from csp.constants import NONE, SELF
 from csp.decorators import csp_replace
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.forms import BaseForm
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -276,13 +275,12 @@ class AudienceEstimateView(ComposerView):
         if form.is_valid() and not form.cleaned_data["include"]:
             pass  # nobody chosen yet: nothing to count
         elif form.is_valid():
-            # Count the selection on the screen: write it inside a savepoint, count, and roll back.
-            with transaction.atomic():
-                _audience_replace(campaign, form.cleaned_data["include"], form.cleaned_data["exclude"])
-                try:
-                    estimate = services.audience_estimate(campaign=campaign)
-                finally:
-                    transaction.set_rollback(True)
+            # Count the selection on the screen, saved or not.
+            estimate = services.audience_estimate(
+                campaign=campaign,
+                include=[segment.pk for segment in form.cleaned_data["include"]],
+                exclude=[segment.pk for segment in form.cleaned_data["exclude"]],
+            )
         else:
             status = 400
         context = {"estimate": estimate, "form": form, "nobody": form.is_valid() and not form.cleaned_data["include"]}
@@ -888,13 +886,3 @@ def _form_field(path: str, variant_index: int | None) -> str | None:
             return field.removesuffix("_id")
         return None
     return path
-
-
-def _audience_replace(campaign: Campaign, include: Any, exclude: Any) -> None:
-    """Put a selection in place for the live count (inside a savepoint that is rolled back)."""
-    CampaignAudience.objects.filter(tenant=campaign.tenant, campaign=campaign).delete()
-    CampaignAudience.objects.bulk_create(
-        CampaignAudience(tenant=campaign.tenant, campaign=campaign, segment=segment, exclude=is_excluded)
-        for is_excluded, segments in ((False, include), (True, exclude))
-        for segment in segments
-    )

@@ -502,3 +502,17 @@ def test_an_empty_audience_has_an_estimate_of_zero_and_no_sample_contact(shop):
         with pytest.raises(ValidationError) as error:
             services.campaign_preview(campaign=campaign, variant=variant, contact=None)
         assert "contact" in error.value.message_dict
+
+
+def test_the_estimate_counts_a_selection_before_it_is_saved(shop):
+    tenant, campaign, segment, _ = shop
+    with tenant_context(tenant.id):
+        saved = services.audience_estimate(campaign=campaign)
+        empty = segment_create(tenant=tenant, actor=ACTOR, name="Nobody", kind=Segment.Kind.STATIC)
+        assert services.audience_estimate(campaign=campaign, include=[empty.pk], exclude=[]).total == 0
+        assert services.audience_estimate(campaign=campaign, include=[segment.pk], exclude=[segment.pk]).total == 0
+        again = services.audience_estimate(campaign=campaign, include=[segment.pk], exclude=[])
+        assert (again.total, again.sendable, again.no_consent) == (saved.total, saved.sendable, saved.no_consent)
+        assert list(CampaignAudience.objects.filter(campaign=campaign).values_list("segment_id", flat=True)) == [
+            segment.pk
+        ]  # nothing written
