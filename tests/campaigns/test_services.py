@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import zoneinfo
+from collections import Counter
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django_celery_beat.models import ClockedSchedule, CrontabSchedule, PeriodicTask
 
-from campaigns import scheduling, selectors, services
+from campaigns import scheduling, selectors, sending, services
+from campaigns.channels.local import ConsoleBackend
 from campaigns.models import Campaign, CampaignAudience, CampaignRun, ContactPause, Delivery, Variant
 from campaigns.sending import deliveries_claim
 from campaigns.tasks import send_run
@@ -373,6 +376,16 @@ def test_the_estimate_counts_each_reason_once_in_the_senders_order(shop):
             "excluded": 6,
             "sendable": 6,  # five of the six people, and the contact whose pause ended
         }
+        # The sender, checking at the moment of sending, skips the same contacts for the same reasons.
+        run = services.campaign_send_now(campaign=campaign, actor=ACTOR)
+        sending.deliveries_send(run=run, ids=deliveries_claim(run=run, size=100), backend=ConsoleBackend(io.StringIO()))
+        skipped = Counter(Delivery.objects.filter(run=run, status="skipped").values_list("skip_reason", flat=True))
+        reasons = {"no_address", "no_consent", "suppressed", "paused"}
+        assert {reason: skipped[reason] for reason in reasons} == {
+            reason: estimate.as_dict()[reason] for reason in reasons
+        }
+        assert skipped["frequency_cap"] == estimate.frequency_capped
+        assert Delivery.objects.filter(run=run, status="sent").count() == estimate.sendable
 
 
 def test_the_estimate_for_sms_looks_at_phones_and_sms_consent(shop):
