@@ -212,7 +212,7 @@ class CampaignAdmin(PlatformAdmin):
     formfield_overrides: ClassVar[Any] = {models.URLField: {"assume_scheme": "https"}}
     inlines = (CampaignAudienceInline, VariantInline)
     list_display = ("name", "tenant", "channel", "status", "schedule", "send_at", "created_at")
-    list_filter = ("tenant", "status", "channel", "schedule")
+    list_filter = ("tenant", "kind", "status", "channel", "schedule")
     search_fields = ("name",)
     ordering: ClassVar[Any] = ("-id",)
     actions = ["pause_campaigns", "resume_campaigns", "cancel_campaigns"]

@@ -25,6 +25,12 @@ class CampaignChannel(models.TextChoices):
 
 
 class Campaign(TenantOwnedModel):
+    class Kind(models.TextChoices):
+        CAMPAIGN = "campaign", "Campaign"
+        # A journey's send step: edited in the journey builder, sent a run per batch of contacts
+        # reaching the step, and kept out of the campaign pages and API.
+        JOURNEY = "journey", "Journey step"
+
     class Status(models.TextChoices):
         DRAFT = "draft", "Draft"
         SCHEDULED = "scheduled", "Scheduled"
@@ -41,6 +47,7 @@ class Campaign(TenantOwnedModel):
 
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CAMPAIGN)
     channel = models.CharField(max_length=10, choices=CampaignChannel.choices, default=CampaignChannel.EMAIL)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DRAFT)
     # Consent is checked for (channel, purpose) at the moment of sending.

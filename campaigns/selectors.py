@@ -20,7 +20,9 @@ def campaign_list(
     *, tenant: Tenant, status: str | None = None, channel: str | None = None, search: str | None = None
 ) -> QuerySet[Campaign]:
     """The tenant's campaigns, newest first, with ``run_count``; filtered by status, channel and name."""
-    campaigns = Campaign.objects.filter(tenant=tenant).select_related("periodic_task", "created_by")
+    campaigns = Campaign.objects.filter(tenant=tenant, kind=Campaign.Kind.CAMPAIGN).select_related(
+        "periodic_task", "created_by"
+    )
     if status:
         campaigns = campaigns.filter(status=status)
     if channel:

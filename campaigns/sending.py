@@ -43,7 +43,7 @@ from urllib.parse import quote
 import orjson
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, Count, Exists, F, IntegerField, Min, OuterRef, Q, Value, When
+from django.db.models import Case, Count, Exists, F, IntegerField, Max, Min, OuterRef, Q, Value, When
 from django.db.models.functions import Mod
 from django.utils import timezone
 
@@ -72,6 +72,7 @@ from campaigns.models import (
 )
 from campaigns.optout import preferences_url, unsubscribe_token, unsubscribe_url
 from campaigns.rendering import RenderError, contact_context, message_context, render, render_text_from_html
+from contacts.bulk_sql import bulk_insert_rows
 from contacts.models import ConsentState, ConsentStatus, Contact, Suppression
 from contacts.normalize import address_hash
 from segments.models import SegmentMember
@@ -257,6 +258,50 @@ def _run_create(campaign: Campaign, when: dt.datetime, now: dt.datetime) -> Camp
     run.save(update_fields=["audience_size"])
     Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
     return run
+
+
+def run_add_contacts(*, campaign_id: int, contact_ids: Sequence[int], now: dt.datetime) -> dict[int, int]:
+    """Queue messages of a journey step's campaign to ``contact_ids``; return contact id → delivery id.
+
+    The batch is one run (the run for ``now`` when a batch of the same moment made one already),
+    sent by ``send_run`` after commit like any campaign run: consent, caps and quiet hours are
+    checked at the moment of sending.
+    """
+    if not contact_ids:
+        return {}
+    campaign = Campaign.objects.select_for_update().select_related("tenant").get(pk=campaign_id)
+    run = CampaignRun.objects.filter(tenant_id=campaign.tenant_id, campaign=campaign, scheduled_for=now).first()
+    if run is None:
+        number = (
+            CampaignRun.objects.filter(tenant_id=campaign.tenant_id, campaign=campaign).aggregate(n=Max("number"))["n"]
+            or 0
+        ) + 1
+        run = CampaignRun.objects.create(
+            tenant_id=campaign.tenant_id, campaign=campaign, number=number, scheduled_for=now,
+            status=CampaignRun.Status.SENDING, started_at=now,
+        )  # fmt: skip
+    chosen = (
+        Contact.objects.filter(tenant_id=campaign.tenant_id, pk__in=sorted(set(contact_ids)), erased_at__isnull=True)
+        .annotate(_bucket=Mod(F("id") * HASH_MULTIPLIER + run.pk, 10_000), _variant=variant_expression(campaign))
+        .values_list("id", "_variant")
+    )
+    rows = [{"contact_id": pk, "variant_id": variant} for pk, variant in chosen]
+    made = bulk_insert_rows(
+        Delivery, rows, fixed={"tenant_id": campaign.tenant_id, "run_id": run.pk, "status": Delivery.Status.PENDING},
+        ignore_conflicts=True, returning=("contact_id", "id"),
+    )  # fmt: skip
+    CampaignRun.objects.filter(pk=run.pk).update(
+        audience_size=F("audience_size") + len(made), status=CampaignRun.Status.SENDING, finished_at=None
+    )
+    tenant_id, run_id = campaign.tenant_id, run.pk
+    transaction.on_commit(lambda: _send_later(tenant_id, run_id))
+    return dict(made)
+
+
+def _send_later(tenant_id: int, run_id: int) -> None:
+    from campaigns.tasks import send_run
+
+    send_run.delay(tenant_id, run_id)
 
 
 def _local_times_by_zone(run: CampaignRun, campaign: Campaign, at: dt.time, after: dt.datetime) -> None:
@@ -1100,6 +1145,8 @@ def run_finish_if_done(*, run: CampaignRun) -> bool:
         )
         if updated:
             campaign = Campaign.objects.get(pk=run.campaign_id)
+            if campaign.kind == Campaign.Kind.JOURNEY:
+                return True  # a journey step sends a run per batch; its status is the journey's
             if campaign.schedule != Campaign.Schedule.RECURRING:
                 finished = Campaign.Status.SENT
             elif not CampaignRun.objects.filter(

@@ -845,3 +845,45 @@ def channel_config_delete(*, config: ChannelConfig, actor: Actor) -> None:
         tenant=config.tenant, actor=actor, action="channel_config.deleted", obj=config, data={"channel": config.channel}
     )
     config.delete()
+
+
+# --- journeys' send steps --------------------------------------------------------------------------
+# What a journey's send step sets on its hidden campaign besides the variants.
+JOURNEY_CAMPAIGN_FIELDS = frozenset(
+    {"channel", "purpose", "goal_event", "sender_name", "sender_email", "reply_to", "sms_sender", "webhook_url"}
+)
+
+
+@transaction.atomic
+def journey_campaign_save(
+    *, tenant: Tenant, campaign: Campaign | None, name: str, data: Mapping[str, Any]
+) -> tuple[Campaign, ContentCheck]:
+    """Create or change the hidden campaign behind a journey's send step: channel, sender and variants.
+
+    The same validation as a campaign's content (templates, targets); raises ValidationError.
+    """
+    unknown = set(data) - JOURNEY_CAMPAIGN_FIELDS - {"variants"}
+    if unknown:
+        raise ValidationError({key: ["Unknown field."] for key in sorted(unknown)})
+    if campaign is None:
+        campaign = Campaign(tenant=tenant, kind=Campaign.Kind.JOURNEY, status=Campaign.Status.DRAFT)
+    else:
+        campaign = Campaign.objects.select_for_update().get(
+            tenant_id=tenant.pk, pk=campaign.pk, kind=Campaign.Kind.JOURNEY
+        )
+    campaign.name = name[:200]
+    return campaign, _apply(campaign, data)
+
+
+def journey_campaign_copy(*, campaign: Campaign) -> Campaign:
+    """A copy of a journey step's campaign and its variants (a new journey version sends its own)."""
+    variants = list(Variant.objects.filter(tenant_id=campaign.tenant_id, campaign=campaign).order_by("position", "id"))
+    copy = Campaign.objects.get(tenant_id=campaign.tenant_id, pk=campaign.pk)
+    copy.pk = None
+    copy.periodic_task = None
+    copy.save()
+    for variant in variants:
+        variant.pk = None
+        variant.campaign = copy
+    Variant.objects.bulk_create(variants)
+    return copy

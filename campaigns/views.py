@@ -17,7 +17,7 @@ from csp.decorators import csp_replace
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.forms import BaseForm
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -96,6 +96,8 @@ class CampaignsView(TenantView):
 
     def campaign(self, campaign_id: int) -> Campaign:
         campaign = self.get_tenant_object(Campaign, campaign_id)
+        if campaign.kind != Campaign.Kind.CAMPAIGN:
+            raise Http404  # a journey's send step: edited and reported on the journey's pages
         campaign.tenant = self.tenant  # the same row, already loaded: spare the services a query
         return campaign
 

@@ -48,7 +48,7 @@ from contacts.models import (
 )
 from contacts.normalize import normalise_email
 from contacts.services import NUL_MESSAGE, RowResult, contact_upsert, contains_nul
-from contacts.signals import contacts_touched
+from contacts.signals import contacts_touched, events_applied
 from tenants.audit import Actor, audit
 from tenants.context import platform_access
 from tenants.models import Tenant
@@ -382,6 +382,7 @@ def events_apply(*, tenant: Tenant, event_ids: list[int]) -> None:
     if buyers:
         lifecycle_refresh(tenant=tenant, contacts=buyers, reason="events")
     contacts_touched(tenant.pk, touched)
+    events_applied(tenant.pk, event_ids)
 
 
 # The events of a batch, found by id: ids travel as one JSON document (see bulk_sql).

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from contacts.bulk_sql import bulk_insert_rows, bulk_update_rows
 from contacts.models import ConsentState, ConsentStatus, Contact, LifecycleStage, LifecycleTransition
+from contacts.signals import stages_changed
 from tenants.models import Tenant
 
 
@@ -73,4 +74,25 @@ def lifecycle_refresh(*, tenant: Tenant, contacts: Iterable[Contact], reason: st
         LifecycleTransition, transitions, fixed={"tenant_id": tenant.pk, "reason": reason, "occurred_at": now},
         returning=(),
     )  # fmt: skip
+    stages_changed(tenant.pk, [(t["contact_id"], t["to_stage"]) for t in transitions])
     return len(changes)
+
+
+def lifecycle_set(*, tenant: Tenant, contacts: Iterable[Contact], stage: str, reason: str) -> int:
+    """Put ``contacts`` in ``stage`` by hand (a journey's update step); record each change.
+
+    The stage stays until the next derivation moves it (a purchase, an identity or consent change).
+    """
+    now = timezone.now()
+    moving = [c for c in contacts if c.erased_at is None and c.lifecycle_stage != stage]
+    bulk_update_rows(tenant, Contact, [(c.pk, {"lifecycle_stage": stage, "lifecycle_changed_at": now}) for c in moving])
+    bulk_insert_rows(
+        LifecycleTransition,
+        [{"contact_id": c.pk, "from_stage": c.lifecycle_stage, "to_stage": stage} for c in moving],
+        fixed={"tenant_id": tenant.pk, "reason": reason, "occurred_at": now},
+        returning=(),
+    )
+    for contact in moving:
+        contact.lifecycle_stage, contact.lifecycle_changed_at = stage, now
+    stages_changed(tenant.pk, [(c.pk, stage) for c in moving])
+    return len(moving)

@@ -22,6 +22,8 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
     PeriodicTaskSpec(
         name="Apply stale event backlog", task="contacts.tasks.apply_event_backlog_all", crontab="* * * * *"
     ),
+    PeriodicTaskSpec(name="Advance due journey enrollments", task="journeys.tasks.tick_all", crontab="* * * * *"),
+    PeriodicTaskSpec(name="Enter journey anniversaries", task="journeys.tasks.anniversaries_all", crontab="5 * * * *"),
     PeriodicTaskSpec(
         name="Resume stalled campaign runs", task="campaigns.scheduling.resume_stalled_runs_all", crontab="*/5 * * * *"
     ),

@@ -532,3 +532,8 @@ CONDITIONS: dict[str, Callable[[dict[str, Any], Context], Q]] = {
     "rfm_group": _rfm_group,
     "segment": _segment,
 }
+
+
+def event_property_filter(items: Sequence[dict[str, Any]]) -> Q:
+    """The Q over ``Event`` rows for a validated ``where`` list (journeys filter their trigger events)."""
+    return Q(*[_property(item) for item in items])

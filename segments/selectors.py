@@ -215,6 +215,8 @@ def segment_usages(segment: Segment) -> list[dict[str, Any]]:
     return usages
 
 
+# Apps that refer to segments register a finder here in their AppConfig.ready(): segment → usages
+# ({"kind", "id", "name", "url"}); a used segment cannot be deleted.
 USAGE_FINDERS: list[Any] = []
 
 

@@ -27,6 +27,7 @@ from contacts.models import Contact
 from segments.compiler import Context, compile_rules, matching_contacts
 from segments.models import RfmGroup, RfmScore, Segment, SegmentMember, SegmentSize, SegmentTransition
 from segments.rules import Registry, RuleError, is_time_relative, referenced_segments, validate
+from segments.signals import membership_moved
 from tenants.audit import Actor, audit
 from tenants.models import Tenant
 
@@ -185,10 +186,15 @@ def segment_update(
 
 
 def segment_delete(*, segment: Segment, actor: Actor) -> None:
-    others = Segment.objects.filter(tenant=segment.tenant).exclude(pk=segment.pk).only("name", "depends_on")
-    dependants = [other.name for other in others if segment.pk in other.depends_on]
-    if dependants:
-        raise ValidationError(f"Used by other segments: {', '.join(sorted(dependants))}. Change them first.")
+    from segments.selectors import segment_usages
+
+    by_kind: dict[str, list[str]] = {}
+    for usage in segment_usages(segment):
+        by_kind.setdefault(usage["kind"], []).append(usage["name"])
+    if by_kind:
+        labels = {"segment": "other segments", "campaign": "campaigns", "journey": "journeys"}
+        parts = [f"{labels.get(kind, kind)}: {', '.join(sorted(set(names)))}" for kind, names in by_kind.items()]
+        raise ValidationError(f"Used by {'; '.join(parts)}. Change them first.")
     audit(tenant=segment.tenant, actor=actor, action="segment.deleted", obj=segment, data={"name": segment.name})
     segment.delete()
 
@@ -292,6 +298,8 @@ def _refresh_postgresql(segment: Segment, target: Any, now: dt.datetime) -> tupl
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         entered, exited = cursor.fetchone()
+    if entered or exited:
+        membership_moved(segment.tenant_id, [segment.pk], now)
     return int(entered), int(exited)
 
 
@@ -333,6 +341,7 @@ def _write_changes(
         SegmentMember.objects.filter(Q(tenant_id=tenant_id) & leaving).delete()
         SegmentMember.objects.bulk_create(new_members, ignore_conflicts=True, batch_size=2_000)
         SegmentTransition.objects.bulk_create(transitions, batch_size=2_000)
+        membership_moved(tenant_id, {t.segment_id for t in transitions}, now)
 
 
 def _transition(

@@ -167,6 +167,7 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantVi
     pagination_class = CampaignCursorPagination
 
     def scope_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        queryset = queryset.filter(kind=Campaign.Kind.CAMPAIGN)  # journey steps: /journeys/
         if self.action == "list":
             # The selector is scoped by its tenant argument, as the base queryset is.
             filters = parse(s.CampaignFilterSerializer, self.request.query_params)
@@ -386,6 +387,9 @@ class RunAPIMixin:
 
     tenant: Any
     kwargs: dict[str, Any]
+
+    def scope_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        return queryset.filter(kind=Campaign.Kind.CAMPAIGN)  # journey steps: /journeys/
 
     def run(self) -> CampaignRun:
         campaign = self.get_object()  # type: ignore[attr-defined]

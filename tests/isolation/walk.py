@@ -103,6 +103,7 @@ def object_ids(world: World, tenant: str) -> dict[str, Any]:
     """Values for every kwarg a route may name, all pointing at ``tenant``'s objects."""
     from campaigns.models import Campaign, CampaignRun, ChannelConfig, Variant
     from contacts.models import AttributeDefinition, Channel, Contact, ImportJob, Suppression
+    from journeys.models import Enrollment, Journey, JourneyVersion, Step
     from segments.models import Segment
 
     t = world.tenant_a if tenant == "a" else world.tenant_b
@@ -139,6 +140,20 @@ def object_ids(world: World, tenant: str) -> dict[str, Any]:
         channel_config, _ = ChannelConfig.objects.get_or_create(
             tenant=t, channel="webhook", defaults={"backend": "webhook", "secret": f"secret-{tenant}"}
         )
+        journey, _ = Journey.objects.get_or_create(
+            tenant=t, name=f"Journey {tenant.upper()}", defaults={"trigger_event": "cart_abandoned"}
+        )
+        version, _ = JourneyVersion.objects.get_or_create(
+            tenant=t, journey=journey, number=1, defaults={"start_key": "s1"}
+        )
+        step, _ = Step.objects.get_or_create(
+            tenant=t, version=version, key="s1",
+            defaults={"kind": "wait", "config": {"duration": {"amount": 1, "unit": "days"}}, "exits": {"next": None}},
+        )  # fmt: skip
+        enrollment, _ = Enrollment.objects.get_or_create(
+            tenant=t, journey=journey, contact=contact,
+            defaults={"version": version, "step": step, "entered_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)},
+        )  # fmt: skip
     return {
         "tenant_slug": t.slug,
         "member_id": (world.alice_membership if tenant == "a" else world.charlie_membership).id,
@@ -153,4 +168,8 @@ def object_ids(world: World, tenant: str) -> dict[str, Any]:
         "run_id": run.id,
         "variant_id": variant.id,
         "channel_config_id": channel_config.id,
+        "journey_id": journey.id,
+        # Step keys are the same in every journey ("s1"): the journey id in the URL tells whose.
+        "step_key": step.key,
+        "enrollment_id": enrollment.id,
     }

@@ -8,7 +8,11 @@ from django.db import transaction
 from campaigns.models import Campaign, Variant
 from campaigns.services import campaign_create
 from contacts.generator import load_with_orm
-from contacts.models import Contact
+from contacts.models import Contact, Event
+from journeys.blueprints import BLUEPRINTS
+from journeys.engine import advance_due, enroll
+from journeys.models import Journey
+from journeys.services import journey_from_blueprint, journey_start
 from segments.models import Segment
 from segments.services import rfm_recompute, segment_create, segment_refresh
 from segments.starters import STARTER_TEMPLATES, USE_CASES
@@ -54,6 +58,8 @@ class Command(BaseCommand):
                 self._seed_segments(tenant, user)
             if not Campaign.objects.filter(tenant=tenant).exists():
                 self._seed_campaign(tenant, user)
+            if not Journey.objects.filter(tenant=tenant).exists():
+                self._seed_journeys(tenant, user)
         self.stdout.write(self.style.SUCCESS("Demo tenant ready."))
         self.stdout.write(f"  Sign in at /accounts/login/ as {options['email']} with password {options['password']}")
 
@@ -66,6 +72,19 @@ class Command(BaseCommand):
                 segment = segment_create(tenant=tenant, actor=actor, name=starter.label, rules=starter.rules)
                 segment_refresh(segment=segment)
         self.stdout.write(f"  Created {Segment.objects.filter(tenant=tenant).count()} segments.")
+
+    def _seed_journeys(self, tenant: Tenant, user: User) -> None:
+        """The five built-in journeys: abandoned cart and post-purchase live, the others drafts."""
+        actor = Actor.for_user(user)
+        for key in BLUEPRINTS:
+            journey = journey_from_blueprint(tenant=tenant, actor=actor, blueprint=key)
+            if key in ("abandoned_cart", "post_purchase"):
+                journey = journey_start(journey=journey, actor=actor)
+                # Who did the trigger event lately walks in now, so the journey page has figures.
+                recent = Event.objects.filter(tenant=tenant, name=journey.trigger_event).order_by("-occurred_at")
+                enroll(journey=journey, contact_ids=list(recent.values_list("contact_id", flat=True)[:200]))
+        advance_due(tenant=tenant)
+        self.stdout.write(f"  Created {len(BLUEPRINTS)} journeys (two live: abandoned cart, post-purchase).")
 
     def _seed_campaign(self, tenant: Tenant, user: User) -> None:
         """A draft email campaign with content per lifecycle stage, ready to preview and send."""

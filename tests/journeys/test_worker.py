@@ -1,0 +1,78 @@
+"""Real parts together: a Celery worker on Redis walks a journey; events arrive through the API;
+messages reach a real SMTP server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+
+from journeys.models import Enrollment
+from journeys.services import journey_create, journey_start
+from segmentor.celery import app
+from tenants.context import tenant_context
+from tests.campaigns.test_sending_channels import ACTOR, subscriber
+from tests.conftest import api_client
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def worker():
+    with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w:
+        yield w
+
+
+def wait_for(check, timeout: float = 15.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if check():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for the worker")
+
+
+def content(subject: str) -> dict:
+    return {"variants": [{"name": "All", "target": "default", "subject": subject, "html_body": "<p>Hi</p>"}]}
+
+
+def test_an_event_starts_a_journey_and_a_waited_for_event_moves_it_on_within_seconds(world, worker, smtp, settings):
+    settings.SITE_URL = "https://app.segmentor.example"
+    tenant = world.tenant_a
+    with tenant_context(tenant.id):
+        tenant.default_sender_email, tenant.postal_address = "news@shop.example", "Shop, 1 Road, Berlin"
+        tenant.save()
+        ann = subscriber(tenant, "ann", email="ann@example.com")
+        steps = [
+            {"key": "s1", "kind": "send", "config": {"channel": "email"}, "exits": {"next": "s2"},
+             "content": content("Welcome")},
+            {"key": "s2", "kind": "wait_event", "exits": {"happened": "s3", "timed_out": None},
+             "config": {"event": "activated", "timeout": {"amount": 1, "unit": "days"}}},
+            {"key": "s3", "kind": "send", "config": {"channel": "email"}, "exits": {"next": None},
+             "content": content("Nice work")},
+        ]  # fmt: skip
+        journey = journey_create(
+            tenant=tenant, actor=ACTOR,
+            data={"name": "Onboarding", "trigger": "event", "trigger_event": "signup", "steps": steps},
+        )  # fmt: skip
+        journey_start(journey=journey, actor=ACTOR)
+
+    api = api_client(world.secret_a)
+    assert api.post("/api/v1/events/", {"event": "signup", "email": "ann@example.com"}, format="json").status_code in (
+        200,
+        201,
+        202,
+    )
+    [welcome] = smtp.inbox.wait_for(1)
+    assert welcome["Subject"] == "Welcome"
+    with tenant_context(tenant.id):
+        wait_for(lambda: Enrollment.objects.filter(contact=ann, waiting_for="activated").exists())
+        sent = time.monotonic()
+        response = api.post("/api/v1/events/", {"event": "activated", "email": "ann@example.com"}, format="json")
+        assert response.status_code in (200, 201, 202)
+        [_, nice] = smtp.inbox.wait_for(2)
+        elapsed = time.monotonic() - sent
+        assert nice["Subject"] == "Nice work"
+        assert elapsed < 5, f"the waited-for event moved the contact on in {elapsed:.2f} s"
+        wait_for(lambda: Enrollment.objects.get(contact=ann).status == "completed")
