@@ -76,3 +76,40 @@ def test_an_event_starts_a_journey_and_a_waited_for_event_moves_it_on_within_sec
         assert nice["Subject"] == "Nice work"
         assert elapsed < 5, f"the waited-for event moved the contact on in {elapsed:.2f} s"
         wait_for(lambda: Enrollment.objects.get(contact=ann).status == "completed")
+
+
+def test_abandoned_cart_with_a_worker_and_the_clock_moved_an_hour_then_a_day(world, worker, smtp, settings):
+    """The blueprint as a tenant runs it: the event through the API, the beat's tick with the clock
+    moved forward (time-machine moves the worker's clock too: it runs in this process)."""
+    import datetime as dt
+
+    import time_machine
+
+    from journeys.services import journey_from_blueprint
+    from journeys.tasks import tick_all
+
+    settings.SITE_URL = "https://app.segmentor.example"
+    tenant = world.tenant_a
+    start = dt.datetime.now(dt.UTC)
+    with tenant_context(tenant.id):
+        tenant.default_sender_email, tenant.postal_address = "news@shop.example", "Shop, 1 Road, Berlin"
+        tenant.save()
+        ann = subscriber(tenant, "ann", email="ann@example.com")
+        journey_start(
+            journey=journey_from_blueprint(tenant=tenant, actor=ACTOR, blueprint="abandoned_cart"), actor=ACTOR
+        )
+    api = api_client(world.secret_a)
+    response = api.post("/api/v1/events/", {"event": "cart_abandoned", "email": "ann@example.com"}, format="json")
+    assert response.status_code in (200, 201, 202)
+    with tenant_context(tenant.id):
+        wait_for(lambda: Enrollment.objects.filter(contact=ann, waiting_for="purchase").exists())
+    with time_machine.travel(start + dt.timedelta(hours=1, minutes=1), tick=True):
+        tick_all.delay()
+        [reminder] = smtp.inbox.wait_for(1)
+        assert reminder["Subject"] == "You left something behind"
+    with time_machine.travel(start + dt.timedelta(days=1, hours=1, minutes=2), tick=True):
+        tick_all.delay()
+        with tenant_context(tenant.id):
+            wait_for(lambda: Enrollment.objects.get(contact=ann).status == "completed")
+            assert Enrollment.objects.get(contact=ann).step.key == "s4", "no SMS consent: the branch ended it"
+    assert len(smtp.inbox.messages) == 1
