@@ -134,7 +134,7 @@ def filter_problems(filters: Any, registry: Registry, field: str) -> list[Proble
     if filters in (None, []):
         return []
     probe = {"all": [{"type": "event", "name": "probe", "op": "performed", "where": filters}]}
-    prefix = "all[0].where"
+    prefix = "all.0.where"
     return [
         Problem(error.message, field + error.path.removeprefix(prefix))
         for error in validate(probe, registry)
@@ -236,7 +236,7 @@ def _update_problems(config: Mapping[str, Any], registry: Registry, problem: Any
     if add is not None:
         values = add.get("values") if isinstance(add, Mapping) else None
         attribute = add.get("attribute") if isinstance(add, Mapping) else None
-        if attribute not in registry.attributes or registry.attributes.get(attribute) != "tags":
+        if not isinstance(attribute, str) or registry.attributes.get(attribute) != "tags":
             message = "Name a custom attribute of type list (e.g. tags)."
             problems.append(problem(message, "config.add_to_list.attribute"))
         if not isinstance(values, list) or not values or not all(isinstance(v, str) and v for v in values):

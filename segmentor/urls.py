@@ -26,6 +26,7 @@ api_v1_patterns = [
     path("", include("contacts.api.urls")),
     path("", include("segments.api.urls")),
     path("", include("campaigns.api.urls")),
+    path("", include("journeys.api.urls")),
 ]
 
 urlpatterns = [
