@@ -1,5 +1,38 @@
+from __future__ import annotations
+
+from typing import Any
+
 from django.apps import AppConfig
 
 
 class AnalyticsConfig(AppConfig):
     name = "analytics"
+
+    def ready(self) -> None:
+        from campaigns.signals import contact_unsubscribed
+        from contacts.signals import events_recorded
+
+        events_recorded.connect(_events, dispatch_uid="analytics.attribution")
+        contact_unsubscribed.connect(_unsubscribed, dispatch_uid="analytics.unsubscribes")
+
+
+def _events(sender: Any, *, tenant_id: int, event_ids: list[int], **kwargs: Any) -> None:
+    """Queue attribution when the tenant measures a goal (one small query otherwise)."""
+    from analytics.tasks import attribute
+    from campaigns.models import Campaign
+    from tenants.context import tenant_context
+
+    with tenant_context(tenant_id):
+        if not Campaign.objects.filter(tenant_id=tenant_id).exclude(goal_event="").exists():
+            return
+    for start in range(0, len(event_ids), 5_000):
+        attribute.delay(tenant_id, event_ids[start : start + 5_000])
+
+
+def _unsubscribed(sender: Any, *, tenant_id: int, contact_id: int, campaign_id: int, **kwargs: Any) -> None:
+    from analytics.services import unsubscribe_record
+    from tenants.context import tenant_context
+    from tenants.models import Tenant
+
+    with tenant_context(tenant_id):
+        unsubscribe_record(tenant=Tenant.objects.get(pk=tenant_id), contact_id=contact_id, campaign_id=campaign_id)

@@ -39,6 +39,10 @@ class Campaign(TenantOwnedModel):
         SENT = "sent", "Sent"
         CANCELLED = "cancelled", "Cancelled"
 
+    class AttributionTouch(models.TextChoices):
+        CLICK = "click", "After a click"
+        DELIVERY = "delivery", "After a delivery"
+
     class Schedule(models.TextChoices):
         NOW = "now", "Send now"
         AT = "at", "At a date and time"
@@ -55,7 +59,14 @@ class Campaign(TenantOwnedModel):
     # Measurement: a conversion is this event within the window after a message.
     goal_event = models.CharField(max_length=100, default="purchase", blank=True)
     attribution_window_hours = models.PositiveIntegerField(default=120)
+    attribution_touch = models.CharField(
+        max_length=10, choices=AttributionTouch.choices, default=AttributionTouch.CLICK,
+        help_text="What counts as the message's touch: a click on it (default) or its delivery.",
+    )  # fmt: skip
     cost = models.DecimalField(max_digits=12, decimal_places=2, default=0)
+    # Tracking (email): a signed open pixel, and links rewritten to the signed click redirect.
+    track_opens = models.BooleanField(default=True)
+    track_clicks = models.BooleanField(default=True)
     throttle_per_minute = models.PositiveIntegerField(default=0, help_text="0: as fast as the channel allows.")
     # Schedule (django-celery-beat rows are created by campaigns services).
     schedule = models.CharField(max_length=12, choices=Schedule.choices, default=Schedule.NOW)

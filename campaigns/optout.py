@@ -26,6 +26,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from campaigns.models import ContactPause
+from campaigns.signals import unsubscribed
 from contacts.consent import (
     ConsentEvidence,
     channel_address,
@@ -288,6 +289,8 @@ def unsubscribe(
                 "optout.unsubscribed",
                 extra={"tenant_id": tenant.pk, "contact_id": contact.pk, "campaign_id": link.campaign_id},
             )
+            if link.campaign_id is not None:
+                unsubscribed(tenant.pk, contact.pk, link.campaign_id)
         return UnsubscribeOutcome(tenant.name, tenant.postal_address, link.channel, link.purpose, changed)
 
 

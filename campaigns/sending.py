@@ -47,6 +47,7 @@ from django.db.models import Case, Count, Exists, F, IntegerField, Max, Min, Out
 from django.db.models.functions import Mod
 from django.utils import timezone
 
+from analytics.tracking import with_tracking
 from campaigns.channels.base import (
     OutgoingEmail,
     OutgoingMessage,
@@ -652,6 +653,12 @@ class Composer:
                 markup = _with_footer(markup, self.footer_html(links))
             text = f"{text}\n\n{self.footer_text(links)}" if text else self.footer_text(links)
         markup = _with_preheader(markup, preheader) if markup else ""
+        if markup and delivery_id is not None and (self.campaign.track_clicks or self.campaign.track_opens):
+            markup = with_tracking(
+                markup, tenant_id=self.tenant.pk, delivery_id=delivery_id, base_url=settings.SITE_URL,
+                cta_url=ctx["cta"]["url"], skip=self.optout_prefixes(), clicks=self.campaign.track_clicks,
+                opens=self.campaign.track_opens,
+            )  # fmt: skip
         if delivery_id is not None:
             mid = message_id(delivery_id, self.tenant)
         else:
@@ -665,6 +672,12 @@ class Composer:
             unsubscribe_url=links.unsubscribe if links else "",
             unsubscribe_mailto=self.mailto(links.token) if links else "", metadata=metadata,
         )  # fmt: skip
+
+    def optout_prefixes(self) -> tuple[str, str]:
+        """The opt-out links' common starts: never wrapped by click tracking (one-click must reach us as is)."""
+        if self._link_patterns is None:
+            self._link_patterns = (unsubscribe_url(LINK_TOKEN), preferences_url(LINK_TOKEN))
+        return tuple(pattern.split(LINK_TOKEN)[0] for pattern in self._link_patterns)  # type: ignore[return-value]
 
     def mailto(self, token: str) -> str:
         """RFC 2369's mail form: the token rides in the subject (too long for a local part).

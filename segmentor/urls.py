@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from analytics import views_public as tracking_views
 from campaigns import views_public as optout_views
 from campaigns.urls_hooks import anymail_patterns
 from contacts import views as contact_views
@@ -38,6 +39,9 @@ urlpatterns = [
     # Opt-out pages behind the signed link in every marketing message (campaigns/optout.py).
     path("u/<str:token>/", optout_views.UnsubscribeView.as_view(), name="optout_unsubscribe"),
     path("preferences/<str:token>/", optout_views.PreferencesView.as_view(), name="optout_preferences"),
+    # Open pixel and click redirect in every tracked email (analytics/tracking.py): the signed token is the key.
+    path("r/o/<str:token>.gif", tracking_views.open_pixel, name="track_open"),
+    path("r/c/<str:token>/", tracking_views.click, name="track_click"),
     # Delivery feedback from providers, authenticated by the tenant's secret (campaigns/views_feedback.py).
     path("hooks/<slug:slug>/", include("campaigns.urls_hooks")),
     path("anymail/", include((anymail_patterns, "anymail"))),

@@ -112,6 +112,9 @@ def _part(content_type: str, body: str, eight_bit: bool = False) -> bytes:
     else:
         encoding = "quoted-printable"
         data = binascii.b2a_qp(text.replace("\n", CRLF).encode("utf-8"), quotetabs=False, istext=True, header=False)
+        # Soft line breaks come out as a bare LF when the text has no line break of its own (a
+        # one-line HTML body): SMTP needs CRLF, or the whole body is one line over 998 octets.
+        data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     head = f'Content-Type: {content_type}; charset="utf-8"{CRLF}Content-Transfer-Encoding: {encoding}{CRLF}{CRLF}'
     return head.encode("ascii") + data
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.header
+import re
 from email.message import Message
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
@@ -18,6 +19,7 @@ import pytest
 import time_machine
 from django.test import Client
 
+from analytics.tracking import read_click
 from campaigns.channels.base import OutgoingEmail, OutgoingPush, OutgoingSms, OutgoingWebhook
 from campaigns.channels.email import DjangoEmailBackend
 from campaigns.channels.webhook import verify_webhook_signature
@@ -100,6 +102,12 @@ def body_parts(message: Message) -> dict[str, str]:
     }
 
 
+def clicked_links(html: str) -> list[tuple[str, bool]]:
+    """The URLs (and CTA marks) behind the click-tracking links of a message."""
+    tokens = re.findall(r'href="[^"]*/r/c/([^"/]+)/"', html)
+    return [(c.url, c.is_cta) for c in map(read_click, tokens) if c is not None]
+
+
 def unfold(header: str) -> str:
     return header.replace("\r", "").replace("\n", "")
 
@@ -133,7 +141,9 @@ def test_marketing_email_has_preheader_footer_and_one_click_unsubscribe(shop, sm
     html, text = parts["text/html"], parts["text/plain"]
     assert html.index("Only until Sunday") < html.index("Hello Ann"), "the preheader comes first"
     assert 'style="display:none' in html.split("Only until Sunday")[0][-400:]
-    assert f'<a href="https://shop.example/sale?c={ann.pk}">Buy now</a>' in html
+    # Links lead through the signed click redirect (the CTA marked); the opt-out links do not.
+    assert clicked_links(html) == [(f"https://shop.example/sale?c={ann.pk}", True)]
+    assert f"{SITE}/r/o/" in html, "the open pixel"
     assert "Hauptstraße 1<br>10115 Berlin" in html and "Shop &amp; Co" in html
     assert f'<a href="{https}">Unsubscribe</a>' in html and "/preferences/" in html
     assert html.rstrip().endswith("</body></html>"), "the footer goes inside the body"

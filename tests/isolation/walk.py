@@ -32,6 +32,8 @@ PUBLIC_ROUTES: dict[str, str] = {
     "confirm/<str:token>/": "signed token binds tenant, record and address",
     "u/<str:token>/": "one-click unsubscribe: signed token binds tenant, contact, channel and purpose",
     "preferences/<str:token>/": "preference centre: signed token binds tenant, contact, channel and purpose",
+    "r/o/<str:token>.gif": "open pixel: the signed token binds tenant and delivery; answers the same image to all",
+    "r/c/<str:token>/": "click redirect: the signed token binds tenant, delivery and the URL that was in the message",
     "api/schema/": "OpenAPI schema: no tenant data",
     "api/docs/": "Swagger UI: no tenant data",
     "hooks/<slug:slug>/feedback/": "provider feedback: only the slug's tenant's webhook secret authenticates it",
