@@ -445,22 +445,27 @@ def steps_replace(
 
 # --- checking and publishing ---------------------------------------------------------------------
 def _specs(steps: Mapping[str, Step]) -> list[StepSpec]:
+    """The steps as the validator sees them; a send step has content when its campaign has a variant."""
+    from campaigns.models import Variant
+
+    campaigns = {step.campaign_id: step.tenant_id for step in steps.values() if step.campaign_id is not None}
+    written = set(
+        Variant.objects.filter(tenant_id__in=set(campaigns.values()), campaign_id__in=list(campaigns))
+        .values_list("campaign_id", flat=True)
+        .distinct()
+        if campaigns
+        else ()
+    )
     return [
         StepSpec(
             key=step.key,
             kind=step.kind,
             config=step.config,
             exits=step.exits,
-            has_content=step.kind != StepKind.SEND or (step.campaign_id is not None and _has_variants(step)),
+            has_content=step.kind != StepKind.SEND or step.campaign_id in written,
         )
         for step in steps.values()
     ]
-
-
-def _has_variants(step: Step) -> bool:
-    from campaigns.models import Variant
-
-    return Variant.objects.filter(tenant_id=step.tenant_id, campaign_id=step.campaign_id).exists()
 
 
 def journey_problems(*, journey: Journey, version: JourneyVersion | None = None) -> list[Problem]:
@@ -474,10 +479,10 @@ def journey_problems(*, journey: Journey, version: JourneyVersion | None = None)
     problems = settings_problems(journey, registry)
     if version is None:
         return [*problems, Problem("Add a first step.", "steps")]
-    steps = _draft_steps(version)
-    for spec in _specs(steps):
+    specs = _specs(_draft_steps(version))
+    for spec in specs:
         problems += step_problems(spec, registry)
-    problems += graph_problems(version.start_key, _specs(steps))
+    problems += graph_problems(version.start_key, specs)
     return problems
 
 
