@@ -75,8 +75,15 @@ def test_the_demo_seed_gives_segments_and_a_campaign_ready_to_send(db):
     call_command("seed_demo", contacts=300, stdout=io.StringIO())
     tenant = Tenant.objects.get(slug="demo-shop")
     with tenant_context(tenant.id):
-        [campaign] = Campaign.objects.all()
+        [campaign] = Campaign.objects.filter(kind=Campaign.Kind.CAMPAIGN)
         assert campaign.status == Campaign.Status.DRAFT
         assert campaign_problems(campaign=campaign) == []
         assert audience_estimate(campaign=campaign).total > 0
         assert {v.target_stage for v in campaign.variants.all()} == {"new_visitor", "lead", "repeat_customer", ""}
+        from journeys.models import Enrollment, Journey
+
+        assert Journey.objects.count() == 5
+        assert set(Journey.objects.filter(status="live").values_list("name", flat=True)) == {
+            "Abandoned cart", "Post-purchase follow-up",
+        }  # fmt: skip
+        assert Enrollment.objects.exists(), "recent cart abandoners and buyers walk in"
