@@ -41,7 +41,7 @@ def _send(key: str, name: str, exits: str | None, variants: list[dict[str, Any]]
 
 def _wait(key: str, amount: int, unit: str, exits: str | None) -> dict[str, Any]:
     return {
-        "key": key, "kind": "wait", "name": f"Wait {amount} {unit}",
+        "key": key, "kind": "wait", "name": f"Wait {amount} {unit.removesuffix('s') if amount == 1 else unit}",
         "config": {"duration": {"amount": amount, "unit": unit}}, "exits": {"next": exits},
     }  # fmt: skip
 
