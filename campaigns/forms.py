@@ -115,14 +115,17 @@ class BasicsForm(forms.ModelForm):
     class Meta:
         model = Campaign
         fields = [
-            "name", "description", "channel", "purpose", "goal_event", "attribution_window_hours", "cost",
-            "throttle_per_minute",
+            "name", "description", "channel", "purpose", "goal_event", "attribution_window_hours",
+            "attribution_touch", "cost", "throttle_per_minute", "track_opens", "track_clicks",
         ]  # fmt: skip
         labels = {
             "goal_event": "Goal event",
             "attribution_window_hours": "Attribution window (hours)",
             "cost": "Cost",
             "throttle_per_minute": "Throttle (messages per minute)",
+            "attribution_touch": "Counts from",
+            "track_opens": "Track opens (a tracking pixel)",
+            "track_clicks": "Track clicks (links go through a redirect)",
         }
         help_texts = {
             "goal_event": "A conversion is this event (e.g. purchase) within the window after a message.",
@@ -138,9 +141,13 @@ class BasicsForm(forms.ModelForm):
         if current and current not in purposes:
             purposes.append(current)
         _choices(self, "purpose", [(p, purpose_label(p)) for p in purposes])
+        self.fields["attribution_touch"].required = False  # blank: after a click, the default
         self.fields["attribution_window_hours"].widget.attrs["max"] = 24 * 90
         if self.instance.pk and self.instance.status != Campaign.Status.DRAFT:
             self.fields["channel"].disabled = True
+
+    def clean_attribution_touch(self) -> str:
+        return self.cleaned_data.get("attribution_touch") or Campaign.AttributionTouch.CLICK
 
     def clean_attribution_window_hours(self) -> int:
         hours = cast(int, self.cleaned_data["attribution_window_hours"])

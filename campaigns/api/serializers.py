@@ -143,15 +143,18 @@ class VariantOutputSerializer(VariantSerializer):
 
 
 CAMPAIGN_FIELDS = (
-    "name", "description", "channel", "purpose", "goal_event", "attribution_window_hours", "cost",
-    "throttle_per_minute", "schedule", "send_at", "crontab", "local_time", "sender_name", "sender_email",
-    "reply_to", "sms_sender", "webhook_url",
+    "name", "description", "channel", "purpose", "goal_event", "attribution_window_hours", "attribution_touch",
+    "cost", "track_opens", "track_clicks", "throttle_per_minute", "schedule", "send_at", "crontab", "local_time",
+    "sender_name", "sender_email", "reply_to", "sms_sender", "webhook_url",
 )  # fmt: skip
 CAMPAIGN_HELP = {
     "channel": "Fixed once the campaign has been sent.",
     "purpose": "Consent is checked for this channel and purpose at the moment of sending.",
     "goal_event": "A conversion is this event within the attribution window after a message.",
     "cost": "For cost per conversion.",
+    "attribution_touch": "click: conversions count after a click on the message (default); delivery: once sent.",
+    "track_opens": "Email: add a signed tracking pixel (human and machine opens are told apart).",
+    "track_clicks": "Email: send links through the signed click redirect (only to the links in the message).",
     "throttle_per_minute": "Messages per minute; 0 sends as fast as the channel allows.",
     "schedule": "now, at (send_at), recurring (crontab) or local_time (local_time in each recipient's zone).",
     "send_at": "ISO 8601; without an offset it is read in the workspace's time zone. Must be in the future.",

@@ -198,3 +198,26 @@ def test_an_unsubscribe_through_the_link_counts_against_the_campaign(sent, djang
     assert response.status_code in (200, 302)
     assert Delivery.objects.filter(pk=delivery.pk).exists()
     assert list(MessageEvent.objects.values_list("kind", "campaign_id")) == [("unsub", campaign.pk)]
+
+
+def test_tracking_and_attribution_settings_round_trip_through_the_api_and_the_composer(world, api_a, alice_client):
+    response = api_a.post(
+        "/api/v1/campaigns/",
+        {"name": "Quiet", "attribution_touch": "delivery", "track_opens": False, "track_clicks": True},
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert (body["attribution_touch"], body["track_opens"], body["track_clicks"]) == ("delivery", False, True)
+    bad = api_a.post("/api/v1/campaigns/", {"name": "Bad", "attribution_touch": "view"}, format="json")
+    assert bad.status_code == 400 and "attribution_touch" in bad.json()["error"]["fields"]
+    basics = {"name": "Form", "channel": "email", "purpose": "marketing", "goal_event": "purchase",
+              "attribution_window_hours": "48", "attribution_touch": "delivery", "cost": "0",
+              "throttle_per_minute": "0", "track_clicks": "on", "go": "next"}  # fmt: skip
+    response = alice_client.post(f"/t/{world.tenant_a.slug}/campaigns/new/", basics)
+    assert response.status_code == 302
+    from tenants.context import tenant_context
+
+    with tenant_context(world.tenant_a.id):
+        campaign = Campaign.objects.get(name="Form")
+    assert (campaign.attribution_touch, campaign.track_opens, campaign.track_clicks) == ("delivery", False, True)
