@@ -410,7 +410,7 @@ class ScheduleForm(forms.ModelForm):
 
     class Meta:
         model = Campaign
-        fields = ["schedule", "send_at", "crontab", "local_time"]
+        fields = ["schedule", "send_at", "crontab", "local_time", "best_time"]
         widgets = {"schedule": forms.RadioSelect}
         labels = {"schedule": "When", "crontab": "Crontab"}
         help_texts = {"crontab": "minute hour day-of-month month day-of-week, e.g. 0 9 * * 1 (Mondays at 09:00)."}
@@ -457,6 +457,8 @@ class ScheduleForm(forms.ModelForm):
                     self.add_error("crontab", f"This crontab does not parse: {' '.join(error.messages)}")
         elif schedule == Campaign.Schedule.LOCAL_TIME and data.get("local_time") is None:
             self.add_error("local_time", "Choose the local time.")
+        if data.get("best_time") and schedule == Campaign.Schedule.LOCAL_TIME:
+            self.add_error("best_time", "A local time already sets each recipient's time: choose one or the other.")
         return data
 
 

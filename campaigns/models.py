@@ -73,6 +73,12 @@ class Campaign(TenantOwnedModel):
     send_at = models.DateTimeField(null=True, blank=True)
     crontab = models.CharField(max_length=100, blank=True, help_text="minute hour day-of-month month day-of-week")
     local_time = models.TimeField(null=True, blank=True)
+    # Send-time optimisation (analytics/send_time.py): each delivery waits for its contact's best hour.
+    best_time = models.BooleanField(
+        default=False, verbose_name="Send at each recipient's best time",
+        help_text="Within the 24 hours after the send starts, each message waits for the hour its recipient "
+        "usually opens and clicks in (not with a local-time schedule).",
+    )  # fmt: skip
     # Sender (the tenant's defaults when blank).
     sender_name = models.CharField(max_length=120, blank=True)
     sender_email = models.EmailField(blank=True)

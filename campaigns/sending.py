@@ -47,6 +47,8 @@ from django.db.models import Case, Count, Exists, F, IntegerField, Max, Min, Out
 from django.db.models.functions import Mod
 from django.utils import timezone
 
+from analytics.experiments import experiment_hold
+from analytics.send_time import apply_best_times
 from analytics.tracking import with_tracking
 from campaigns.channels.base import (
     OutgoingEmail,
@@ -254,8 +256,10 @@ def _run_create(campaign: Campaign, when: dt.datetime, now: dt.datetime) -> Camp
     with connection.cursor() as cursor:
         cursor.execute(sql, [campaign.tenant_id, run.pk, *extra, *params])
         run.audience_size = cursor.rowcount
+    apply_best_times(run)  # a best-time campaign: each delivery waits for its contact's best hour
     if local_time is not None and connection.vendor != "postgresql":
         _local_times_by_zone(run, campaign, local_time, after)
+    experiment_hold(run)  # an A/B test: all but the test share wait for the winner (after the times above)
     run.save(update_fields=["audience_size"])
     Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
     return run

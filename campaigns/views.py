@@ -576,7 +576,7 @@ class ScheduleView(ComposerView):
         form = ScheduleForm(request.POST, instance=campaign, tenant=self.tenant)
         if not form.is_valid():
             return self.render_schedule(campaign, form, status=400)
-        data = {name: form.cleaned_data[name] for name in ("schedule", "send_at", "crontab", "local_time")}
+        data = {name: form.cleaned_data[name] for name in ("schedule", "send_at", "crontab", "local_time", "best_time")}
         if campaign.status == Campaign.Status.SCHEDULED and data["schedule"] == Campaign.Schedule.NOW:
             # Saving would start the send at once; sending deserves its own, confirmed, click.
             form.add_error("schedule", "To send a scheduled campaign now, use “Send now” on its page or the review.")

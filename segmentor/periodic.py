@@ -27,4 +27,14 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
     PeriodicTaskSpec(
         name="Resume stalled campaign runs", task="campaigns.scheduling.resume_stalled_runs_all", crontab="*/5 * * * *"
     ),
+    PeriodicTaskSpec(
+        name="Recompute send-time profiles", task="analytics.tasks.send_time_recompute_all", crontab="23 4 * * *"
+    ),
+    PeriodicTaskSpec(
+        name="Decide due A/B tests", task="analytics.experiments.decide_due_experiments", crontab="*/5 * * * *"
+    ),
+    PeriodicTaskSpec(name="Count message figures", task="analytics.tasks.stats_refresh_all", crontab="* * * * *"),
+    PeriodicTaskSpec(
+        name="Keep customer value figures warm", task="analytics.tasks.value_refresh_viewed", crontab="*/5 * * * *"
+    ),
 )

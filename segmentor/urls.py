@@ -28,6 +28,9 @@ api_v1_patterns = [
     path("", include("segments.api.urls")),
     path("", include("campaigns.api.urls")),
     path("", include("journeys.api.urls")),
+    path("", include("analytics.api.urls")),
+    path("", include("analytics.api_value_urls")),
+    path("", include("analytics.api_experiments_urls")),
 ]
 
 urlpatterns = [

@@ -145,7 +145,7 @@ class VariantOutputSerializer(VariantSerializer):
 CAMPAIGN_FIELDS = (
     "name", "description", "channel", "purpose", "goal_event", "attribution_window_hours", "attribution_touch",
     "cost", "track_opens", "track_clicks", "throttle_per_minute", "schedule", "send_at", "crontab", "local_time",
-    "sender_name", "sender_email", "reply_to", "sms_sender", "webhook_url",
+    "sender_name", "sender_email", "reply_to", "sms_sender", "webhook_url", "best_time",
 )  # fmt: skip
 CAMPAIGN_HELP = {
     "channel": "Fixed once the campaign has been sent.",
@@ -160,6 +160,8 @@ CAMPAIGN_HELP = {
     "send_at": "ISO 8601; without an offset it is read in the workspace's time zone. Must be in the future.",
     "crontab": f"Five fields: {CRONTAB_FIELDS}, e.g. '0 9 * * 1' (Mondays 09:00, workspace time zone).",
     "local_time": "HH:MM, e.g. 09:00: each recipient gets it at that time in their own time zone.",
+    "best_time": "Send at each recipient's best time within the 24 hours after the send starts: each message waits "
+    "for the hour of the week its recipient opens and clicks most (not with schedule local_time).",
 }
 
 
@@ -229,6 +231,8 @@ class CampaignWriteSerializer(StrictSerializer, CampaignsModelSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # Unique-together checks on the model would need the tenant; the services judge the rest.
+        if attrs.get("best_time") and attrs.get("schedule") == Campaign.Schedule.LOCAL_TIME:
+            raise serializers.ValidationError({"best_time": ["Not with schedule local_time: choose one or the other."]})
         return attrs
 
     def get_validators(self) -> list[Any]:
