@@ -55,13 +55,17 @@ e2e: $(STAMP) db
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest tests/e2e $(PYTEST_ARGS)
 
 # Request path, API ingest and upsert, CSV import: each on a fresh database of its own; then segments
-# on the 1M-contact tenant (built by `make bench-1m`).
+# on the 1M-contact tenant (built by `make bench-1m`); campaigns; journeys (a database of its own);
+# message KPIs and results pages (on the 1M-contact tenant); send-time profiles (a database of its own).
 bench: $(STAMP) db
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/api_ingest.py
 	BENCH_IMPORT_ROWS=$${BENCH_IMPORT_ROWS:-20000} $(BIN)/python bench/import_csv.py
 	$(BIN)/python bench/segments.py
 	$(MAKE) bench-campaigns
+	$(BIN)/python bench/journeys.py
+	$(BIN)/python bench/analytics.py
+	$(BIN)/python bench/send_time.py
 
 # Campaigns: the snapshot on the 1M-contact tenant, then sending through 2 Celery workers to Postfix's
 # smtp-sink (apt-get install postfix) against django-post-office; starts and stops its own processes.
