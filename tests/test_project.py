@@ -75,7 +75,7 @@ def test_the_demo_seed_gives_segments_and_a_campaign_ready_to_send(db):
     call_command("seed_demo", contacts=300, stdout=io.StringIO())
     tenant = Tenant.objects.get(slug="demo-shop")
     with tenant_context(tenant.id):
-        [campaign] = Campaign.objects.filter(kind=Campaign.Kind.CAMPAIGN)
+        campaign = Campaign.objects.get(name="New this week")
         assert campaign.status == Campaign.Status.DRAFT
         assert campaign_problems(campaign=campaign) == []
         assert audience_estimate(campaign=campaign).total > 0
@@ -87,3 +87,8 @@ def test_the_demo_seed_gives_segments_and_a_campaign_ready_to_send(db):
             "Abandoned cart", "Post-purchase follow-up",
         }  # fmt: skip
         assert Enrollment.objects.exists(), "recent cart abandoners and buyers walk in"
+        from analytics.models import CampaignDayStats
+
+        sent = Campaign.objects.get(name="Last week's newsletter")
+        assert sent.status == Campaign.Status.SENT
+        assert CampaignDayStats.objects.filter(campaign_id=sent.pk).exists(), "the analytics pages have figures"

@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import datetime as dt
+import random
+from decimal import Decimal
 from typing import Any
 
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
-from campaigns.models import Campaign, Variant
+from analytics.models import Conversion, MessageEvent
+from analytics.rollup import stats_rebuild
+from campaigns.models import Campaign, Delivery, Variant
+from campaigns.sending import run_finish_if_done, run_start
 from campaigns.services import campaign_create
 from contacts.generator import load_with_orm
 from contacts.models import Contact, Event
@@ -58,6 +65,7 @@ class Command(BaseCommand):
                 self._seed_segments(tenant, user)
             if not Campaign.objects.filter(tenant=tenant).exists():
                 self._seed_campaign(tenant, user)
+                self._seed_results(tenant, user)
             if not Journey.objects.filter(tenant=tenant).exists():
                 self._seed_journeys(tenant, user)
         self.stdout.write(self.style.SUCCESS("Demo tenant ready."))
@@ -85,6 +93,60 @@ class Command(BaseCommand):
                 enroll(journey=journey, contact_ids=list(recent.values_list("contact_id", flat=True)[:200]))
         advance_due(tenant=tenant)
         self.stdout.write(f"  Created {len(BLUEPRINTS)} journeys (two live: abandoned cart, post-purchase).")
+
+    def _seed_results(self, tenant: Tenant, user: User) -> None:
+        """Last week's newsletter, sent: deliveries, opens (some by machines), clicks, conversions and
+        bounces as the pixel, the redirect and attribution would have recorded them, so the analytics
+        pages have figures to show. Deterministic (seeded)."""
+        draft = Campaign.objects.filter(tenant=tenant, name="New this week").first()
+        if draft is None:
+            return
+        actor = Actor.for_user(user)
+        rules = {"all": [{"type": "consent", "channel": "email", "purpose": "marketing", "status": "granted"}]}
+        subscribers = segment_create(tenant=tenant, actor=actor, name="Email subscribers", rules=rules)
+        segment_refresh(segment=subscribers)
+        data = {
+            "name": "Last week's newsletter", "channel": "email", "goal_event": "purchase", "cost": "150.00",
+            "audience": {"include": [subscribers.pk], "exclude": []},
+            "variants": list(Variant.objects.filter(tenant=tenant, campaign=draft).order_by("position").values(
+                "name", "target", "target_stage", "subject", "html_body", "cta_label", "cta_url",
+            )),
+        }  # fmt: skip
+        campaign, _check = campaign_create(tenant=tenant, actor=actor, data=data)
+        run = run_start(campaign=campaign)
+        rand = random.Random(7)  # noqa: S311 - demo figures, not secrets
+        sent_at = timezone.now() - dt.timedelta(days=7)
+        deliveries = list(Delivery.objects.filter(tenant=tenant, run=run).values_list("pk", "contact_id", "variant_id"))
+        Delivery.objects.filter(tenant=tenant, run=run).update(status=Delivery.Status.SENT, sent_at=sent_at)
+        stage_of = dict(Contact.objects.filter(tenant=tenant).values_list("pk", "lifecycle_stage"))
+        events: list[MessageEvent] = []
+        conversions: list[Conversion] = []
+        for pk, contact_id, variant_id in deliveries:
+            # Stage-targeted content engages more than the generic default: the seed's claim, in data.
+            lift = 1.0 if stage_of.get(contact_id) in ("new_visitor", "lead", "repeat_customer") else 0.6
+            at = sent_at + dt.timedelta(minutes=rand.randint(20, 3 * 24 * 60))
+            common = {"tenant": tenant, "delivery_id": pk, "campaign_id": campaign.pk, "variant_id": variant_id,
+                      "contact_id": contact_id, "occurred_at": at}  # fmt: skip
+            if rand.random() < 0.12:
+                events.append(MessageEvent(kind="open", machine="apple privacy proxy", **common))
+            if rand.random() < 0.35 * lift:
+                events.append(MessageEvent(kind="open", **common))
+                if rand.random() < 0.3 * lift:
+                    click = {**common, "occurred_at": at + dt.timedelta(minutes=2)}
+                    events.append(MessageEvent(kind="click", url="https://demo-shop.example/new", is_cta=True, **click))
+                    if rand.random() < 0.25 * lift:
+                        conversions.append(Conversion(
+                            tenant=tenant, event_id=-pk, event_name="purchase", delivery_id=pk, touch="click",
+                            touched_at=at, revenue=Decimal(rand.randint(20, 180)), contact_id=contact_id,
+                            campaign_id=campaign.pk, variant_id=variant_id, occurred_at=at + dt.timedelta(hours=3),
+                        ))  # fmt: skip
+        MessageEvent.objects.bulk_create(events, batch_size=1_000)
+        Conversion.objects.bulk_create(conversions, batch_size=1_000)
+        run_finish_if_done(run=run)
+        stats_rebuild(tenant=tenant)
+        self.stdout.write(
+            f"  Sent last week's newsletter (figures only): {len(deliveries)} messages, {len(conversions)} conversions."
+        )
 
     def _seed_campaign(self, tenant: Tenant, user: User) -> None:
         """A draft email campaign with content per lifecycle stage, ready to preview and send."""
