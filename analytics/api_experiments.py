@@ -26,6 +26,7 @@ from analytics.experiments import (
     SYSTEM,
     ExperimentSettings,
     ab_groups,
+    arm_channel,
     arm_variants,
     campaign_variants,
     decision_actor,
@@ -36,7 +37,8 @@ from analytics.experiments import (
     result_rows,
 )
 from analytics.models import Experiment
-from campaigns.models import Campaign, Variant
+from campaigns.api.serializers import NamedChoiceField
+from campaigns.models import Campaign, CampaignChannel, Variant
 from tenants.api.base import ERROR_RESPONSE, TenantGenericAPIView, parse, request_actor
 
 DECIDED = (Experiment.Status.DECIDED, Experiment.Status.SENT)
@@ -49,6 +51,10 @@ class ExperimentArmSerializer(serializers.Serializer):
     target = serializers.CharField()
     weight = serializers.IntegerField()
     send_hour = serializers.IntegerField(allow_null=True, help_text="Send-time tests: the hour (workspace time).")
+    channel = NamedChoiceField(
+        choices=CampaignChannel.choices, allow_null=True,
+        help_text="Channel tests: the channel this variant goes by (null for the other tests).",
+    )  # fmt: skip
 
 
 class ExperimentArmFiguresSerializer(serializers.Serializer):
@@ -117,10 +123,21 @@ class ExperimentWriteSerializer(serializers.Serializer):
         help_text="Send-time tests: variant id → hour of the day (0-23) in the workspace's time zone.",
     )  # fmt: skip
 
+    arm_channels = serializers.DictField(
+        child=serializers.ChoiceField(choices=CampaignChannel.choices), required=False,
+        help_text="Channel tests: variant id → channel (an arm left out goes by the campaign's channel); two "
+        "channels at least.",
+    )  # fmt: skip
+
     def validate_arm_send_hours(self, value: dict[str, int]) -> dict[int, int]:
         if not all(str(key).isdigit() for key in value):
             raise serializers.ValidationError("Keys are variant ids.")
         return {int(key): hour for key, hour in value.items()}
+
+    def validate_arm_channels(self, value: dict[str, str]) -> dict[int, str]:
+        if not all(str(key).isdigit() for key in value):
+            raise serializers.ValidationError("Keys are variant ids.")
+        return {int(key): channel for key, channel in value.items()}
 
 
 def _target(variant: Variant) -> str:
@@ -143,10 +160,15 @@ def experiment_document(campaign: Campaign, experiment: Experiment | None) -> di
             "started_at": None, "decide_at": None, "results": [], "decision": None,
         }  # fmt: skip
     hours = experiment.arm_send_hours or {}
+    by_channel = experiment.tested == Experiment.Tested.CHANNEL
     arms = [
-        {"variant": v.pk, "name": v.name, "target": _target(v), "weight": v.weight, "send_hour": hours.get(str(v.pk))}
+        {
+            "variant": v.pk, "name": v.name, "target": _target(v), "weight": v.weight,
+            "send_hour": hours.get(str(v.pk)),
+            "channel": arm_channel(experiment.arm_channels, campaign, v.pk) if by_channel else None,
+        }
         for v in arm_variants(experiment)
-    ]
+    ]  # fmt: skip
     decision = None
     if experiment.status in DECIDED:
         decision = {
@@ -229,6 +251,7 @@ class CampaignExperimentView(CampaignExperimentAPIView):
             control_id=data["control"], tested=data["tested"], test_share=data["test_share"], metric=data["metric"],
             duration_hours=data["duration_hours"], significance_level=data["significance_level"],
             method=data["method"], fallback=data["fallback"], arm_send_hours=data.get("arm_send_hours"),
+            arm_channels=data.get("arm_channels"),
         )  # fmt: skip
         experiment_configure(campaign=campaign, settings=chosen, actor=request_actor(request))
         return self.respond(campaign)

@@ -19,6 +19,15 @@ control's target (the variants the snapshot already splits by weight, see docs/c
    "no variant") due now, then queue ``send_run`` after commit. A second tick, a redelivered task
    or a person pressing the button at the same time finds the experiment decided and does nothing.
 3. Later runs of a recurring campaign send the decided winner to every contact of the arms.
+
+A **channel test** gives each arm a channel (``arm_channels``). The sender sends a run on its
+campaign's one channel, unchanged: an arm on another channel is sent by a hidden sibling campaign
+(kind "journey", so no campaign page or API lists it) on that channel, with a copy of the arm's
+variant. At the start, the arm's test-share deliveries move to a run of the sibling (the same
+contacts, their ``not_before`` kept) and ``send_run`` is queued for it; ``arm_siblings`` records the
+sibling, its variant and that run, so ``arm_counts`` credits its messages (and their opens, clicks
+and conversions, which carry the sibling's ids) to the arm. When the winner sends on another channel,
+the released deliveries move to a new run of its sibling, sent the same way.
 """
 
 from __future__ import annotations
@@ -32,14 +41,15 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, Value
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, Value
 from django.db.models.functions import Mod
 from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
 from analytics import stats
 from analytics.models import Conversion, Experiment, MessageEvent
-from campaigns.models import Campaign, CampaignChannel, CampaignRun, Delivery, Variant
+from campaigns.models import Campaign, CampaignChannel, CampaignRun, ChannelConfig, Delivery, Variant
+from campaigns.validation import REQUIRED_CONTENT
 from contacts.models import Contact
 from segmentor.celery import app, tenant_task
 from tenants.audit import Actor, audit
@@ -80,7 +90,12 @@ TESTED_WORDS: dict[str, str] = {
     Experiment.Tested.SUBJECT: "subject",
     Experiment.Tested.CONTENT: "content",
     Experiment.Tested.CTA: "call to action",
+    Experiment.Tested.CHANNEL: "channel",
 }
+CHANNELS = frozenset(CampaignChannel.values)
+# What a channel test's sibling copies from its arm: everything but where the variant sits in its campaign.
+_NOT_COPIED = {"id", "tenant", "campaign", "position", "target", "target_segment", "target_stage", "weight"}
+ARM_COPY_FIELDS = tuple(f.name for f in Variant._meta.concrete_fields if f.name not in _NOT_COPIED)
 METRIC_WORDS: dict[str, str] = {
     Experiment.Metric.OPEN: "open rate",
     Experiment.Metric.CLICK: "click rate",
@@ -141,6 +156,7 @@ class ExperimentSettings:
     method: str = Experiment.Method.Z_TEST
     fallback: str = Experiment.Fallback.CONTROL
     arm_send_hours: Mapping[int, int] | None = None
+    arm_channels: Mapping[int, str] | None = None
 
 
 # --- arms ------------------------------------------------------------------------------------------
@@ -182,6 +198,22 @@ def ab_groups(variants: Sequence[Variant]) -> list[list[Variant]]:
     return [group for group in groups.values() if len(group) > 1]
 
 
+def arm_channel(channels: Mapping[Any, str] | None, campaign: Campaign, variant_id: int) -> str:
+    """An arm's channel in a channel test: the one chosen for it (keys are ids or their text), else the campaign's."""
+    chosen = dict(channels or {})
+    return chosen.get(variant_id) or chosen.get(str(variant_id)) or campaign.channel
+
+
+def variant_channels(campaign: Campaign) -> dict[int, str]:
+    """Variant id → the channel it is sent on, for the arms of a channel test (empty otherwise)."""
+    experiment = Experiment.objects.filter(
+        tenant_id=campaign.tenant_id, campaign=campaign, tested=Experiment.Tested.CHANNEL
+    ).first()
+    if experiment is None:
+        return {}
+    return {int(pk): arm_channel(experiment.arm_channels, campaign, int(pk)) for pk in experiment.arm_channels or {}}
+
+
 def experiment_for(campaign: Campaign) -> Experiment | None:
     return (
         Experiment.objects.filter(tenant_id=campaign.tenant_id, campaign=campaign)
@@ -221,8 +253,12 @@ def _problems(campaign: Campaign, chosen: ExperimentSettings, variants: list[Var
         add("duration_hours", f"From 1 hour to {MAX_DURATION_HOURS} hours (30 days).")
     if not MIN_LEVEL <= chosen.significance_level <= MAX_LEVEL:
         add("significance_level", "A level from 0.80 to 0.999 (0.95 is usual).")
-    channel = campaign.channel
-    if chosen.metric in (Experiment.Metric.OPEN, Experiment.Metric.CLICK) and channel != CampaignChannel.EMAIL:
+    channels = {campaign.channel}
+    if chosen.tested == Experiment.Tested.CHANNEL and arms:
+        # The arms' channels (an unknown one is the hours' kind of mistake, reported under arm_channels).
+        channels = {arm_channel(chosen.arm_channels, campaign, v.pk) for v in arms} & CHANNELS or channels
+    everywhere_email = channels == {CampaignChannel.EMAIL}
+    if chosen.metric in (Experiment.Metric.OPEN, Experiment.Metric.CLICK) and not everywhere_email:
         add("metric", "Opens and clicks are tracked for email only: measure conversions instead.")
     elif chosen.metric == Experiment.Metric.OPEN and not campaign.track_opens:
         add("metric", "Open tracking is off for this campaign: turn it on or measure clicks.")
@@ -231,7 +267,7 @@ def _problems(campaign: Campaign, chosen: ExperimentSettings, variants: list[Var
     elif chosen.metric == Experiment.Metric.CONVERSION:
         if not campaign.goal_event:
             add("metric", "The campaign has no goal event: set one in its basics to count conversions.")
-        elif channel != CampaignChannel.EMAIL and campaign.attribution_touch == Campaign.AttributionTouch.CLICK:
+        elif not everywhere_email and campaign.attribution_touch == Campaign.AttributionTouch.CLICK:
             add("metric", "Only email clicks are tracked: attribute conversions to the delivery in the basics.")
     if len(arms) >= 2 and chosen.tested in Experiment.Tested.values:
         _tested_problems(campaign, chosen, arms, add)
@@ -251,6 +287,9 @@ def _tested_problems(campaign: Campaign, chosen: ExperimentSettings, arms: list[
         if chosen.duration_hours < 24:
             add("duration_hours", "A send-time test runs for at least 24 hours, so every hour comes round once.")
         return
+    if chosen.tested == Experiment.Tested.CHANNEL:
+        _channel_problems(campaign, chosen, arms, add)
+        return
     fields = TESTED_FIELDS[chosen.tested].get(campaign.channel)
     if not fields:
         add("tested", f"{campaign.get_channel_display()} messages have no {TESTED_WORDS[chosen.tested]}.")
@@ -268,6 +307,31 @@ def _tested_problems(campaign: Campaign, chosen: ExperimentSettings, arms: list[
         seen[values] = variant.name
 
 
+def _channel_problems(campaign: Campaign, chosen: ExperimentSettings, arms: list[Variant], add: Any) -> None:
+    """A channel test: two channels at least, each set up, and each arm worded for its channel."""
+    by_arm = {v.pk: arm_channel(chosen.arm_channels, campaign, v.pk) for v in arms}
+    unknown = [v.name for v in arms if by_arm[v.pk] not in CHANNELS]
+    if unknown:
+        add("arm_channels", "Choose email, SMS, push or webhook for " + ", ".join(f"“{n}”" for n in unknown))
+        return
+    if len(set(by_arm.values())) < 2:
+        add("arm_channels", "Give the variants at least two different channels: a channel test compares channels.")
+        return
+    configs = {
+        c.channel: c.settings or {} for c in ChannelConfig.objects.filter(tenant_id=campaign.tenant_id).order_by("id")
+    }
+    for variant in arms:
+        channel = by_arm[variant.pk]
+        label = CampaignChannel(channel).label
+        if channel != CampaignChannel.EMAIL and channel not in configs:
+            add("arm_channels", f"“{variant.name}” goes by {label}: set up a {label} provider in the settings first.")
+        elif channel == CampaignChannel.WEBHOOK and not campaign.webhook_url and not configs[channel].get("url"):
+            add("arm_channels", f"“{variant.name}” goes by webhook: give the campaign the URL it is posted to.")
+        for names, message in REQUIRED_CONTENT.get(channel, ()):
+            if not any((getattr(variant, name) or "").strip() for name in names):
+                add("arm_channels", f"“{variant.name}” goes by {label}: {message}")
+
+
 @transaction.atomic
 def experiment_configure(*, campaign: Campaign, settings: ExperimentSettings, actor: Actor) -> Experiment:
     """Create or change the campaign's A/B test before its run starts; ValidationError names each field."""
@@ -281,9 +345,11 @@ def experiment_configure(*, campaign: Campaign, settings: ExperimentSettings, ac
     )
     if experiment is not None and experiment.status != Experiment.Status.DRAFT:
         raise ValidationError({"status": "This A/B test has started: its settings can no longer change."})
-    errors = _problems(locked, settings, campaign_variants(locked))
+    variants = campaign_variants(locked)
+    errors = _problems(locked, settings, variants)
     if errors:
         raise ValidationError(errors)
+    arms = arms_of(next(v for v in variants if v.pk == settings.control_id), variants)
     created = experiment is None
     if experiment is None:
         user = actor.user if actor.user is not None and actor.user.pk else None
@@ -300,6 +366,10 @@ def experiment_configure(*, campaign: Campaign, settings: ExperimentSettings, ac
     experiment.arm_send_hours = (
         {str(pk): hour for pk, hour in (settings.arm_send_hours or {}).items()} if send_time else {}
     )
+    by_channel = settings.tested == Experiment.Tested.CHANNEL
+    experiment.arm_channels = (
+        {str(v.pk): arm_channel(settings.arm_channels, locked, v.pk) for v in arms} if by_channel else {}
+    )
     experiment.save()
     audit(
         tenant=locked.tenant, actor=actor, action="experiment.created" if created else "experiment.changed",
@@ -307,7 +377,7 @@ def experiment_configure(*, campaign: Campaign, settings: ExperimentSettings, ac
             "campaign": locked.pk, "control": settings.control_id, "tested": settings.tested,
             "test_share": settings.test_share, "metric": settings.metric, "method": settings.method,
             "level": str(settings.significance_level), "duration_hours": settings.duration_hours,
-            "fallback": settings.fallback,
+            "fallback": settings.fallback, "arm_channels": experiment.arm_channels,
         },
     )  # fmt: skip
     return experiment
@@ -360,6 +430,10 @@ def experiment_hold(run: CampaignRun) -> int:
     )
     if experiment is None:
         return 0
+    if experiment.status == Experiment.Status.TESTING and experiment.tested == Experiment.Tested.CHANNEL:
+        # A later run while the test is under way splits by weight; each arm still goes by its channel.
+        _route_arms(experiment, run, arm_variants(experiment), test=False)
+        return 0
     if experiment.status != Experiment.Status.DRAFT:
         _winner_to_later_run(experiment, run)
         return 0
@@ -381,13 +455,17 @@ def experiment_hold(run: CampaignRun) -> int:
             hour = experiment.arm_send_hours.get(str(variant.pk))
             if hour is not None:
                 deliveries.filter(variant_id=variant.pk).update(not_before=_at_hour(int(hour), campaign.tenant, start))
+    if experiment.tested == Experiment.Tested.CHANNEL:
+        experiment.arm_siblings = _route_arms(experiment, run, arms, test=True)
     experiment.status = Experiment.Status.TESTING
     experiment.run = run
     experiment.arms = arm_ids
     experiment.held_count = held
     experiment.started_at = now
     experiment.decide_at = now + dt.timedelta(hours=experiment.duration_hours)
-    experiment.save(update_fields=["status", "run", "arms", "held_count", "started_at", "decide_at", "updated_at"])
+    experiment.save(
+        update_fields=["status", "run", "arms", "held_count", "started_at", "decide_at", "arm_siblings", "updated_at"]
+    )
     tenant_id, experiment_id, countdown = run.tenant_id, experiment.pk, experiment.duration_hours * 3600
     transaction.on_commit(lambda: _queue_decision(tenant_id, experiment_id, countdown))
     logger.info("experiment.started", extra={**log, "held": held})
@@ -404,6 +482,115 @@ def _winner_to_later_run(experiment: Experiment, run: CampaignRun) -> None:
     if experiment.tested == Experiment.Tested.SEND_TIME and hour is not None:
         values["not_before"] = _at_hour(int(hour), experiment.campaign.tenant, max(timezone.now(), run.scheduled_for))
     deliveries.update(**values)
+    _winner_to_sibling(experiment, run, run.scheduled_for)
+
+
+# --- channel tests: hidden sibling campaigns ---------------------------------------------------------
+def _route_arms(
+    experiment: Experiment, run: CampaignRun, arms: Sequence[Variant], *, test: bool
+) -> dict[str, dict[str, Any]]:
+    """Move the run's deliveries of each arm on another channel to a run of that arm's sibling; return the map.
+
+    ``test``: the run under test, whose sibling runs ``arm_counts`` counts (recorded as ``run``).
+    """
+    campaign = experiment.campaign
+    siblings = dict(experiment.arm_siblings or {})
+    for arm in arms:
+        channel = arm_channel(experiment.arm_channels, campaign, arm.pk)
+        if channel == campaign.channel:
+            continue
+        sibling, copy = _sibling(experiment, arm, channel)
+        deliveries = Delivery.objects.filter(tenant_id=run.tenant_id, run=run, variant_id=arm.pk)
+        moved_to = _move(deliveries, sibling, copy, run.scheduled_for)
+        entry = {**siblings.get(str(arm.pk), {}), "campaign": sibling.pk, "variant": copy.pk, "channel": channel}
+        if test:
+            entry["run"] = moved_to.pk
+        siblings[str(arm.pk)] = entry
+    if not test:
+        Experiment.objects.filter(pk=experiment.pk).update(arm_siblings=siblings)
+    return siblings
+
+
+def _sibling(experiment: Experiment, arm: Variant, channel: str) -> tuple[Campaign, Variant]:
+    """The hidden campaign sending ``arm`` by ``channel`` and its copy of the arm (made on first use, kept in step)."""
+    tenant_id = experiment.tenant_id
+    recorded = (experiment.arm_siblings or {}).get(str(arm.pk)) or {}
+    copy = (
+        Variant.objects.filter(
+            tenant_id=tenant_id, pk=recorded.get("variant"), campaign_id=recorded.get("campaign"),
+            campaign__channel=channel,
+        )
+        .select_related("campaign")
+        .first()
+        if recorded
+        else None
+    )  # fmt: skip
+    if copy is not None:
+        for name in ARM_COPY_FIELDS:
+            setattr(copy, name, getattr(arm, name))
+        copy.save(update_fields=list(ARM_COPY_FIELDS))
+        return copy.campaign, copy
+    parent = Campaign.objects.get(tenant_id=tenant_id, pk=experiment.campaign_id)
+    label = CampaignChannel(channel).label
+    sibling = Campaign.objects.get(tenant_id=tenant_id, pk=experiment.campaign_id)
+    sibling.pk = None
+    sibling._state.adding = True
+    # The journey kind keeps it out of the campaign pages, the API and the plan's campaign count, and
+    # its runs finish without touching a campaign status.
+    sibling.kind = Campaign.Kind.JOURNEY
+    sibling.channel = channel
+    sibling.status = Campaign.Status.DRAFT
+    sibling.name = f"{parent.name} · A/B test by {label}"[:200]
+    sibling.description = f"Sends “{arm.name}”, an arm of the channel test of campaign {parent.pk}, by {label}."
+    sibling.periodic_task = None
+    # Times are set on the campaign's run before its deliveries move here.
+    sibling.schedule, sibling.send_at, sibling.crontab, sibling.local_time = Campaign.Schedule.NOW, None, "", None
+    sibling.best_time = False
+    sibling.save()
+    copy = Variant(tenant_id=tenant_id, campaign=sibling, position=0, target=Variant.Target.DEFAULT, weight=100)
+    for name in ARM_COPY_FIELDS:
+        setattr(copy, name, getattr(arm, name))
+    copy.save()
+    logger.info(
+        "experiment.sibling_created",
+        extra={"tenant_id": tenant_id, "experiment_id": experiment.pk, "campaign_id": sibling.pk, "arm": arm.pk},
+    )
+    return sibling, copy
+
+
+def _move(deliveries: Any, sibling: Campaign, copy: Variant, scheduled_for: dt.datetime) -> CampaignRun:
+    """Move ``deliveries`` (their times kept) to a new run of ``sibling`` with its variant; send it after commit."""
+    runs = CampaignRun.objects.filter(tenant_id=sibling.tenant_id, campaign=sibling)
+    while runs.filter(scheduled_for=scheduled_for).exists():  # one run per occurrence: the next microsecond
+        scheduled_for += dt.timedelta(microseconds=1)
+    number = (runs.aggregate(n=Max("number"))["n"] or 0) + 1
+    run = CampaignRun.objects.create(
+        tenant_id=sibling.tenant_id, campaign=sibling, number=number, scheduled_for=scheduled_for,
+        status=CampaignRun.Status.SENDING, started_at=timezone.now(),
+    )  # fmt: skip
+    moved = deliveries.update(run_id=run.pk, variant_id=copy.pk)
+    CampaignRun.objects.filter(pk=run.pk).update(audience_size=moved)
+    tenant_id, run_id = run.tenant_id, run.pk
+    transaction.on_commit(lambda: _send_run(tenant_id, run_id))
+    return run
+
+
+def _winner_to_sibling(experiment: Experiment, run: CampaignRun, scheduled_for: dt.datetime) -> CampaignRun | None:
+    """A channel test won by an arm on another channel: the run's messages of the winner move to its sibling."""
+    winner_id = experiment.winner_id
+    if experiment.tested != Experiment.Tested.CHANNEL or winner_id is None:
+        return None
+    channel = arm_channel(experiment.arm_channels, experiment.campaign, winner_id)
+    arm = Variant.objects.filter(tenant_id=experiment.tenant_id, pk=winner_id).first()
+    if channel == experiment.campaign.channel or arm is None:
+        return None
+    pending = Delivery.objects.filter(
+        tenant_id=run.tenant_id, run=run, status=Delivery.Status.PENDING, variant_id=winner_id
+    )
+    if not pending.exists():
+        return None
+    sibling, copy = _sibling(experiment, arm, channel)
+    return _move(pending, sibling, copy, scheduled_for)
 
 
 def _queue_decision(tenant_id: int, experiment_id: int, countdown: float) -> None:
@@ -424,18 +611,24 @@ def arm_counts(experiment: Experiment, arms: Sequence[Variant]) -> list[ArmCount
                 tenant_id=tenant_id, delivery_id=OuterRef("pk"), kind=experiment.metric, machine=""
             )
         )
+    # A channel test's arm on another channel was sent by its sibling: that run's messages are the arm's.
+    arm_of = {v.pk: v.pk for v in arms}
+    scope = Q(run_id=experiment.run_id, variant_id__in=[v.pk for v in arms])
+    for arm_id, entry in (experiment.arm_siblings or {}).items():
+        if int(arm_id) in arm_of and entry.get("run") and entry.get("variant"):
+            scope |= Q(run_id=entry["run"], variant_id=entry["variant"])
+            arm_of[int(entry["variant"])] = int(arm_id)
     rows = (
-        Delivery.objects.filter(
-            tenant_id=tenant_id,
-            run_id=experiment.run_id,
-            variant_id__in=[v.pk for v in arms],
-            status=Delivery.Status.SENT,
-        )
+        Delivery.objects.filter(scope, tenant_id=tenant_id, status=Delivery.Status.SENT)
         .order_by()
         .values("variant_id")
         .annotate(sent=Count("id"), successes=Count("id", filter=Q(hit)))
     )
-    counted = {row["variant_id"]: (row["sent"], row["successes"]) for row in rows}
+    counted: dict[int, tuple[int, int]] = {}
+    for row in rows:
+        arm_id = arm_of[row["variant_id"]]
+        sent, successes = counted.get(arm_id, (0, 0))
+        counted[arm_id] = (sent + row["sent"], successes + row["successes"])
     return [ArmCount(v.pk, v.name, *counted.get(v.pk, (0, 0))) for v in arms]
 
 
@@ -660,6 +853,9 @@ def _decide(experiment: Experiment, actor: Actor, now: dt.datetime) -> None:
     )  # fmt: skip
     if released and experiment.run_id is not None:
         tenant_id, run_id = experiment.tenant_id, experiment.run_id
+        # The winner on another channel: the released messages go to its sibling (sent after commit),
+        # and the campaign's run, with nothing left, finishes when its send_run finds it empty.
+        _winner_to_sibling(experiment, CampaignRun.objects.get(pk=run_id), now)
         transaction.on_commit(lambda: _send_run(tenant_id, run_id))
     logger.info(
         "experiment.decided",

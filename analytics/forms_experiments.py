@@ -14,7 +14,7 @@ from django import forms
 
 from analytics.experiments import MAX_DURATION_HOURS, ExperimentSettings
 from analytics.models import Experiment
-from campaigns.models import Variant
+from campaigns.models import CampaignChannel, Variant
 
 LEVELS = [("0.900", "90 %"), ("0.950", "95 % (usual)"), ("0.990", "99 %")]
 
@@ -29,6 +29,10 @@ def target_label(variant: Variant) -> str:
 
 def hour_field(variant_id: int) -> str:
     return f"hour_{variant_id}"
+
+
+def channel_field(variant_id: int) -> str:
+    return f"channel_{variant_id}"
 
 
 class ExperimentForm(forms.Form):
@@ -67,6 +71,10 @@ class ExperimentForm(forms.Form):
             self.fields[hour_field(variant.pk)] = forms.IntegerField(
                 min_value=0, max_value=23, required=False, label=f"“{variant.name}” at (hour, 0-23)"
             )
+            self.fields[channel_field(variant.pk)] = forms.ChoiceField(
+                choices=[("", "The campaign's channel"), *CampaignChannel.choices], required=False,
+                label=f"“{variant.name}” by",
+            )  # fmt: skip
 
     @classmethod
     def initial_for(cls, experiment: Experiment | None) -> dict[str, Any]:
@@ -80,18 +88,25 @@ class ExperimentForm(forms.Form):
         }  # fmt: skip
         for variant_id, hour in (experiment.arm_send_hours or {}).items():
             initial[hour_field(int(variant_id))] = hour
+        for variant_id, channel in (experiment.arm_channels or {}).items():
+            initial[channel_field(int(variant_id))] = channel
         return initial
 
     def hour_fields(self) -> list[forms.BoundField]:
         return [self[hour_field(v.pk)] for v in self.candidates]
+
+    def channel_fields(self) -> list[forms.BoundField]:
+        return [self[channel_field(v.pk)] for v in self.candidates]
 
     def settings(self) -> ExperimentSettings:
         data = self.cleaned_data
         hours = {
             v.pk: data[hour_field(v.pk)] for v in self.candidates if data.get(hour_field(v.pk)) is not None
         }  # fmt: skip
+        channels = {v.pk: data[channel_field(v.pk)] for v in self.candidates if data.get(channel_field(v.pk))}
         return ExperimentSettings(
             control_id=data["control"], tested=data["tested"], test_share=data["test_share"], metric=data["metric"],
             duration_hours=data["duration_hours"], significance_level=data["significance_level"],
             method=data["method"], fallback=data["fallback"], arm_send_hours=hours,
+            arm_channels=channels,
         )  # fmt: skip

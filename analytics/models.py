@@ -135,6 +135,7 @@ class Experiment(TenantOwnedModel):
         CONTENT = "content", "Content"
         CTA = "cta", "Call to action"
         SEND_TIME = "send_time", "Send time"
+        CHANNEL = "channel", "Channel"
 
     class Metric(models.TextChoices):
         OPEN = "open", "Opens by people (machine opens left out)"
@@ -162,6 +163,11 @@ class Experiment(TenantOwnedModel):
     control = models.ForeignKey("campaigns.Variant", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     # Send-time tests: each arm's hour of the day (workspace time), by variant id.
     arm_send_hours = models.JSONField(default=dict, blank=True)
+    # Channel tests: each arm's channel, by variant id (an arm left out sends on the campaign's channel).
+    arm_channels = models.JSONField(default=dict, blank=True)
+    # Channel tests, from the start: the hidden campaign that sends an arm on another channel, by the
+    # arm's variant id: {"campaign": id, "variant": id, "channel": ..., "run": the test share's run}.
+    arm_siblings = models.JSONField(default=dict, blank=True)
     test_share = models.PositiveSmallIntegerField(default=20, help_text="Percent of the arms' contacts in the test.")
     metric = models.CharField(max_length=10, choices=Metric.choices, default=Metric.CLICK)
     duration_hours = models.PositiveIntegerField(default=24)

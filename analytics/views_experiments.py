@@ -22,6 +22,7 @@ from analytics.experiments import (
     METRIC_WORDS,
     SYSTEM,
     ab_groups,
+    arm_channel,
     arm_variants,
     campaign_variants,
     decision_actor,
@@ -32,9 +33,9 @@ from analytics.experiments import (
     experiment_interim,
     result_rows,
 )
-from analytics.forms_experiments import ExperimentForm, hour_field, target_label
+from analytics.forms_experiments import ExperimentForm, channel_field, hour_field, target_label
 from analytics.models import Experiment
-from campaigns.models import Campaign
+from campaigns.models import Campaign, CampaignChannel, Variant
 from contacts.export import escape_formula
 from tenants.audit import Actor
 from tenants.roles import Permission
@@ -112,7 +113,10 @@ class ExperimentView(ExperimentPageView):
         context = {
             "campaign": campaign,
             "experiment": experiment,
-            "arms": [{"variant": v, "target": target_label(v), "control": i == 0} for i, v in enumerate(arms)],
+            "arms": [
+                {"variant": v, "target": target_label(v), "control": i == 0, "channel": _channel_of(experiment, v)}
+                for i, v in enumerate(arms)
+            ],
             "rows": [_display(row, winner_id, experiment) for row in rows] if experiment else [],
             "interim": interim,
             "decided": experiment is not None and experiment.status in DECIDED,
@@ -128,6 +132,13 @@ class ExperimentView(ExperimentPageView):
             and experiment.status == Experiment.Status.TESTING,
         }
         return render(request, "analytics/experiment.html", context)
+
+
+def _channel_of(experiment: Experiment | None, variant: Variant) -> str:
+    """A channel test's arm: the channel it goes by, in words ("" for the other tests)."""
+    if experiment is None or experiment.tested != Experiment.Tested.CHANNEL:
+        return ""
+    return str(CampaignChannel(arm_channel(experiment.arm_channels, experiment.campaign, variant.pk)).label)
 
 
 def _display(row: dict[str, Any], winner_id: int | None, experiment: Experiment) -> dict[str, Any]:
@@ -183,9 +194,12 @@ class ExperimentSettingsView(ExperimentPageView):
 
 
 def _form_field(form: ExperimentForm, name: str) -> str | None:
-    """Where a service error goes: its field, the first hour field for the hours, else above the form."""
+    """Where a service error goes: its field, the first hour (channel) field for the hours (channels), else
+    above the form."""
     if name == "arm_send_hours" and form.candidates:
         return hour_field(form.candidates[0].pk)
+    if name == "arm_channels" and form.candidates:
+        return channel_field(form.candidates[0].pk)
     return name if name in form.fields else None
 
 

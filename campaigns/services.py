@@ -190,12 +190,17 @@ def campaign_problems(*, campaign: Campaign, include_schedule: bool = True) -> l
         problems.append(Problem("variants", "Add the message content."))
     keys = attribute_keys(tenant.pk)
     channel = campaign.channel
+    # In an A/B test of channels an arm is written for its own channel (analytics/experiments.py).
+    from analytics.experiments import variant_channels
+
+    channels = variant_channels(campaign)
     for variant in variants:
         label = f"Variant “{variant.name}”"
-        for names, message in REQUIRED_CONTENT.get(channel, ()):
+        written_for = channels.get(variant.pk, channel)
+        for names, message in REQUIRED_CONTENT.get(written_for, ()):
             if not any((getattr(variant, name) or "").strip() for name in names):
                 problems.append(Problem(names[0], f"{label}: {message}", variant.pk))
-        for name, errors in _variant_check(variant, channel, keys).errors.items():
+        for name, errors in _variant_check(variant, written_for, keys).errors.items():
             problems.extend(Problem(name, f"{label}: {error}", variant.pk) for error in errors)
         if variant.target == Variant.Target.SEGMENT and not variant.target_segment_id:
             problems.append(Problem("target_segment", f"{label}: choose the segment it is for.", variant.pk))

@@ -61,6 +61,8 @@ class NamedChoiceFieldExtension(OpenApiSerializerFieldExtension):
         auto_schema.registry.register_on_missing(component)
         if getattr(field, "allow_blank", False):
             return {"oneOf": [component.ref, {"type": "string", "enum": [""]}]}
+        if getattr(field, "allow_null", False):
+            return {"allOf": [component.ref], "nullable": True}
         return component.ref
 
 

@@ -21,7 +21,7 @@ from django.urls import reverse
 from analytics import stats
 from analytics.experiments import experiment_decide
 from analytics.models import Experiment
-from campaigns.models import Campaign, Delivery, Variant
+from campaigns.models import Campaign, ChannelConfig, Delivery, Variant
 from campaigns.sending import run_start
 from tenants.context import platform_access, tenant_context
 from tenants.models import AuditLog
@@ -290,3 +290,49 @@ def test_staff_see_every_tenants_tests_and_decide_one(world, shop, tested, setti
         decided = Experiment.all_tenants.get(pk=experiment.pk)
     assert decided.status == "sent" and decided.decided_by_id == staff.pk and decided.winner_id == b.pk
     assert dt.datetime.now(dt.UTC) - decided.decided_at < dt.timedelta(minutes=5)
+
+
+# --- channel tests -------------------------------------------------------------------------------------------
+def test_an_editor_chooses_each_variants_channel(shop, alice_client: Client):
+    contacts = people(shop, 5)
+    campaign, (a, b) = ab_campaign(shop, contacts, "Alpha", "Beta")
+    ChannelConfig.objects.create(
+        tenant=shop, channel="sms", backend="twilio", secret="t",
+        settings={"base_url": "https://sms.example/2010-04-01", "account_sid": "AC1", "sender": "+15550001111"},
+    )  # fmt: skip
+    url = page(shop.slug, campaign.pk, "experiment_settings")
+    form = alice_client.get(url).content.decode()
+    assert 'data-testid="experiment-channels"' in form and f'name="channel_{b.pk}"' in form
+    chosen = {**SETTINGS, "control": a.pk, "tested": "channel", "metric": "conversion"}
+    one = alice_client.post(url, {**chosen, f"channel_{a.pk}": "email", f"channel_{b.pk}": "email"})
+    assert one.status_code == 400 and "at least two different channels" in one.content.decode()
+    fax = alice_client.post(url, {**chosen, f"channel_{b.pk}": "fax"})
+    assert fax.status_code == 400 and "Select a valid choice" in fax.content.decode()
+    saved = alice_client.post(url, {**chosen, f"channel_{b.pk}": "sms"})
+    assert saved.status_code == 302
+    experiment = Experiment.objects.get(campaign=campaign)
+    assert (experiment.tested, experiment.arm_channels) == ("channel", {str(a.pk): "email", str(b.pk): "sms"})
+    body = alice_client.get(page(shop.slug, campaign.pk)).content.decode()
+    assert re.findall(r'data-testid="experiment-arm-channel">([^<]+)<', body) == ["Email", "SMS"]
+    again = alice_client.get(url).content.decode()
+    assert re.search(rf'name="channel_{b.pk}"[^>]*>.*?<option value="sms" selected>', again, re.S)
+
+
+def test_the_api_sets_up_a_channel_test(shop, api_a, api_a_read):
+    contacts = people(shop, 5)
+    campaign, (a, b) = ab_campaign(shop, contacts, "Alpha", "Beta")
+    ChannelConfig.objects.create(
+        tenant=shop, channel="sms", backend="twilio", secret="t",
+        settings={"base_url": "https://sms.example/2010-04-01", "account_sid": "AC1", "sender": "+15550001111"},
+    )  # fmt: skip
+    body = {"control": a.pk, "tested": "channel", "metric": "conversion"}
+    one = api_a.put(api(campaign.pk), body, format="json")
+    assert one.status_code == 400 and one.json()["error"]["fields"]["arm_channels"] == [
+        "Give the variants at least two different channels: a channel test compares channels."
+    ]
+    bad = api_a.put(api(campaign.pk), {**body, "arm_channels": {str(b.pk): "fax"}}, format="json")
+    assert bad.status_code == 400 and "arm_channels" in bad.json()["error"]["fields"]
+    saved = api_a.put(api(campaign.pk), {**body, "arm_channels": {str(b.pk): "sms"}}, format="json")
+    assert saved.status_code == 200
+    arms = api_a_read.get(api(campaign.pk)).json()["arms"]
+    assert [(arm["variant"], arm["channel"]) for arm in arms] == [(a.pk, "email"), (b.pk, "sms")]

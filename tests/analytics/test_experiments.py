@@ -13,6 +13,7 @@ import datetime as dt
 import threading
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 import time_machine
@@ -31,17 +32,20 @@ from analytics.experiments import (
     experiment_delete,
 )
 from analytics.models import Conversion, Experiment, MessageEvent
+from analytics.services import conversions_attribute
 from campaigns import services
-from campaigns.models import Campaign, CampaignRun, Delivery, Variant
+from campaigns.models import Campaign, CampaignRun, ChannelConfig, Delivery, Variant
+from campaigns.selectors import campaign_list
 from campaigns.sending import deliveries_claim, run_finish_if_done, run_start
 from campaigns.tasks import send_run
 from contacts.consent import ConsentEvidence, consents_grant_new
-from contacts.models import Contact
+from contacts.models import Contact, Event
 from segments.models import Segment
 from segments.services import segment_create, static_members_add
 from tenants.audit import Actor
 from tenants.context import tenant_context
 from tenants.models import AuditLog
+from tests.campaigns.test_channels import SMS_PATH, Reply, provider  # noqa: F401
 from tests.campaigns.test_sending_channels import campaign_for, shop  # noqa: F401
 
 pytestmark = pytest.mark.django_db
@@ -594,3 +598,231 @@ def test_a_best_time_campaign_releases_the_rest_at_each_recipients_best_hour(
     assert released.count() >= 20
     assert set(released.values_list("not_before", flat=True)) == {dt.datetime(2026, 6, 2, 8, 0, tzinfo=dt.UTC)}
     assert not held(run).exists()
+
+
+# --- channel tests -----------------------------------------------------------------------------------------
+def reachable(tenant, count: int) -> list[Contact]:
+    """``count`` contacts with an email address and a mobile number, who agreed to both channels."""
+    contacts = Contact.objects.bulk_create(
+        [
+            Contact(tenant=tenant, first_name=f"R{i}", email=f"r{i}@example.com", phone=f"+49151{i:07d}")
+            for i in range(count)
+        ]
+    )
+    for channel in ("email", "sms"):
+        consents_grant_new(
+            tenant=tenant, contacts=contacts, channel=channel, purpose="marketing",
+            evidence=ConsentEvidence(source="api"), actor=ACTOR,
+        )  # fmt: skip
+    return contacts
+
+
+def sms_provider(tenant, provider) -> None:
+    provider.reply(SMS_PATH, Reply.json(201, {"sid": "SM1", "status": "queued"}))
+    ChannelConfig.objects.create(
+        tenant=tenant, channel="sms", backend="twilio", secret="t",
+        settings={"base_url": f"{provider.url}/2010-04-01", "account_sid": "AC123", "sender": "+15550001111"},
+    )  # fmt: skip
+
+
+def sms_sent(provider) -> list[dict[str, list[str]]]:
+    return [parse_qs(r.body.decode()) for r in provider.requests if r.path == SMS_PATH]
+
+
+def purchases(deliveries: list[Delivery], at: dt.datetime) -> list[int]:
+    events = Event.objects.bulk_create(
+        [Event(tenant_id=d.tenant_id, contact_id=d.contact_id, name="purchase", occurred_at=at) for d in deliveries]
+    )
+    return [e.pk for e in events]
+
+
+def test_a_channel_test_sends_each_arm_by_its_channel_and_the_winning_channel_gets_the_rest(
+    shop, smtp, provider, run_tasks_here, monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(decide_experiment, "apply_async", lambda *args, **kwargs: None)
+    sms_provider(shop, provider)
+    contacts = reachable(shop, 200)
+    campaign, (a, b) = ab_campaign(shop, contacts, "By email", "By SMS")
+    experiment = configure(
+        campaign, a, tested="channel", arm_channels={b.pk: "sms"}, metric="conversion", test_share=40
+    )
+    assert experiment.arm_channels == {str(a.pk): "email", str(b.pk): "sms"}, "an arm left out: the campaign's"
+
+    with time_machine.travel(T0, tick=False), django_capture_on_commit_callbacks(execute=True):
+        run = services.campaign_send_now(campaign=campaign, actor=ACTOR)
+    experiment.refresh_from_db()
+    entry = experiment.arm_siblings[str(b.pk)]
+    assert set(experiment.arm_siblings) == {str(b.pk)}, "the email arm goes with the campaign's own run"
+    sibling = Campaign.objects.get(pk=entry["campaign"])
+    copy = Variant.objects.get(pk=entry["variant"])
+    assert (sibling.kind, sibling.channel, sibling.goal_event, sibling.attribution_touch) == (
+        "journey", "sms", "purchase", "delivery"
+    )  # fmt: skip
+    assert (copy.campaign_id, copy.name, copy.sms_body) == (sibling.pk, "By SMS", "By SMS")
+    test_run = CampaignRun.objects.get(pk=entry["run"])
+    assert test_run.campaign_id == sibling.pk and test_run.status == "done"
+
+    # The test share went out on both channels: the email arm by SMTP, the SMS arm to the SMS provider.
+    test_a, test_b = sent_of(run, a), sent_of(test_run, copy)
+    waiting = held(run).count()
+    assert not Delivery.objects.filter(run=run, variant=b).exists(), "the SMS arm left the email run"
+    assert Delivery.objects.filter(run=test_run).count() == len(test_b) == test_run.audience_size
+    assert len(test_a) + len(test_b) + waiting == 200 and experiment.held_count == waiting
+    assert 15 <= len(test_a) <= 65 and 15 <= len(test_b) <= 65, "about 40 % of 100 each"
+    assert len(smtp.inbox.wait_for(len(test_a))) == len(test_a)
+    assert {m["Subject"] for m in smtp.inbox.messages} == {"By email"}
+    texts = sms_sent(provider)
+    assert len(texts) == len(test_b) and all(t["Body"][0].startswith("By SMS") for t in texts)
+    assert sorted(t["To"][0] for t in texts) == sorted(
+        Contact.objects.filter(pk__in=[d.contact_id for d in test_b]).values_list("phone", flat=True)
+    )
+    assert CampaignRun.objects.get(pk=run.pk).status == "sending", "the held share waits in the campaign's run"
+
+    # Purchases are credited (last touch: the delivery) to the message that reached each person: the
+    # sibling's for the SMS arm. The SMS arm converts far better.
+    credited = conversions_attribute(tenant=shop, event_ids=purchases(test_b[:30], T0 + dt.timedelta(hours=1)))
+    credited += conversions_attribute(tenant=shop, event_ids=purchases(test_a[:3], T0 + dt.timedelta(hours=1)))
+    assert credited == 33
+    assert Conversion.objects.filter(campaign_id=sibling.pk, variant_id=copy.pk).count() == 30
+    assert Conversion.objects.filter(campaign_id=campaign.pk, variant_id=a.pk).count() == 3
+    so_far = experiments.experiment_interim(experiment)
+    assert so_far is not None and [(r.name, r.sent, r.successes) for r in so_far.arms] == [
+        ("By email", len(test_a), 3), ("By SMS", len(test_b), 30),
+    ]  # fmt: skip
+
+    with (
+        time_machine.travel(T0 + dt.timedelta(hours=4, minutes=1), tick=False),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        assert decide_due_experiments() == 1
+    experiment.refresh_from_db()
+    assert (experiment.status, experiment.winner_id, experiment.significant) == ("sent", b.pk, True)
+    assert experiment.p_value == pytest.approx(stats.two_proportion_z_test(3, len(test_a), 30, len(test_b)).p_value)
+    assert [(r["name"], r["sent"], r["successes"]) for r in experiment.results] == [
+        ("By email", len(test_a), 3), ("By SMS", len(test_b), 30),
+    ]  # fmt: skip
+    assert experiment.released_count == waiting
+
+    # The rest went by SMS, in a new run of the sibling; no email more; everything is done.
+    rest = CampaignRun.objects.get(campaign=sibling, number=2)
+    assert rest.status == "done" and rest.audience_size == waiting
+    assert Delivery.objects.filter(run=rest, status="sent", variant=copy).count() == waiting
+    assert len(sms_sent(provider)) == len(test_b) + waiting
+    assert len(smtp.inbox.messages) == len(test_a)
+    assert not Delivery.objects.filter(run=run, status="pending").exists()
+    assert CampaignRun.objects.get(pk=run.pk).status == "done"
+    assert Campaign.objects.get(pk=campaign.pk).status == "sent"
+    every = Delivery.objects.filter(run__in=[run, test_run, rest])
+    assert every.count() == every.values("contact_id").distinct().count() == 200, "each contact once"
+    # The hidden campaign is no campaign of the pages or the API.
+    assert sibling.pk not in [c.pk for c in campaign_list(tenant=shop)]
+
+
+def test_an_email_winner_of_a_channel_test_is_released_in_the_campaigns_run(
+    shop, provider, monkeypatch, django_capture_on_commit_callbacks
+):
+    enqueued: list[tuple[int, int]] = []
+    monkeypatch.setattr(experiments, "_send_run", lambda tenant_id, run_id: enqueued.append((tenant_id, run_id)))
+    monkeypatch.setattr(decide_experiment, "apply_async", lambda *args, **kwargs: None)
+    sms_provider(shop, provider)
+    contacts = reachable(shop, 60)
+    campaign, (a, b) = ab_campaign(shop, contacts, "Mail", "Text")
+    experiment = configure(
+        campaign, a, tested="channel", arm_channels={a.pk: "email", b.pk: "sms"}, metric="conversion", test_share=50
+    )
+    with time_machine.travel(T0, tick=False), django_capture_on_commit_callbacks(execute=True):
+        run = run_start(campaign=campaign)
+    experiment.refresh_from_db()
+    test_run_id = experiment.arm_siblings[str(b.pk)]["run"]
+    assert enqueued == [(shop.pk, test_run_id)], "the sibling's run is sent (the campaign's by its own caller)"
+    Delivery.objects.filter(run=run, variant=a).update(status="sent", sent_at=T0)
+    Delivery.objects.filter(run_id=test_run_id).update(status="sent", sent_at=T0)
+    convert(sent_of(run, a), 12)
+    waiting = held(run).count()
+    with (
+        time_machine.travel(T0 + dt.timedelta(hours=4), tick=False),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        experiment_decide_due(experiment_id=experiment.pk)
+    experiment.refresh_from_db()
+    assert experiment.winner_id == a.pk and experiment.released_count == waiting > 0
+    assert Delivery.objects.filter(run=run, status="pending", variant=a).count() == waiting
+    assert CampaignRun.objects.filter(campaign_id=experiment.arm_siblings[str(b.pk)]["campaign"]).count() == 1
+    assert enqueued[-1] == (shop.pk, run.pk)
+
+
+def test_a_later_run_of_a_recurring_channel_test_sends_the_winner_by_its_channel(
+    shop, provider, monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(experiments, "_send_run", lambda tenant_id, run_id: None)
+    monkeypatch.setattr(decide_experiment, "apply_async", lambda *args, **kwargs: None)
+    sms_provider(shop, provider)
+    contacts = reachable(shop, 40)
+    campaign, (a, b) = ab_campaign(shop, contacts, "Mail", "Text", schedule=Campaign.Schedule.RECURRING,
+                                   crontab="0 9 * * 1")  # fmt: skip
+    experiment = configure(campaign, a, tested="channel", arm_channels={b.pk: "sms"}, metric="conversion")
+    with time_machine.travel(T0, tick=False):
+        run_start(campaign=campaign, scheduled_for=T0)
+    experiment.refresh_from_db()
+    sibling_id, copy_id = experiment.arm_siblings[str(b.pk)]["campaign"], experiment.arm_siblings[str(b.pk)]["variant"]
+    # A second occurrence while the test runs splits by weight, and the SMS arm still goes by SMS.
+    with time_machine.travel(T0 + dt.timedelta(hours=1), tick=False):
+        during = run_start(campaign=campaign, scheduled_for=T0 + dt.timedelta(hours=1))
+    assert set(Delivery.objects.filter(run=during).values_list("variant_id", flat=True)) == {a.pk}
+    by_text = Delivery.objects.filter(run__campaign_id=sibling_id, run__scheduled_for=T0 + dt.timedelta(hours=1))
+    assert by_text.count() == 40 - Delivery.objects.filter(run=during).count() > 0
+    assert set(by_text.values_list("variant_id", flat=True)) == {copy_id}
+    Variant.objects.filter(pk=b.pk).update(sms_body="Text, reworded")
+    Experiment.objects.filter(pk=experiment.pk).update(
+        status="sent", winner=b, winner_name="Text", decided_at=T0 + dt.timedelta(hours=4)
+    )
+    week = T0 + dt.timedelta(days=7)
+    with time_machine.travel(week, tick=False):
+        later = run_start(campaign=campaign, scheduled_for=week)
+    assert not Delivery.objects.filter(run=later).exists(), "everyone gets the winner, by SMS"
+    moved = Delivery.objects.filter(run__campaign_id=sibling_id, run__scheduled_for=week)
+    assert moved.count() == 40 and set(moved.values_list("variant_id", flat=True)) == {copy_id}
+    assert Variant.objects.get(pk=copy_id).sms_body == "Text, reworded", "the copy follows its arm"
+    assert Campaign.objects.filter(kind="journey").count() == 1, "one sibling, reused"
+
+
+def test_configuring_a_channel_test_needs_two_channels_set_up_and_worded(shop, provider):
+    contacts = reachable(shop, 3)
+    campaign, (a, b) = ab_campaign(shop, contacts, "A", "B")
+    one = errors_of(campaign, control_id=a.pk, tested="channel", metric="conversion", arm_channels={a.pk: "email"})
+    assert one["arm_channels"] == [
+        "Give the variants at least two different channels: a channel test compares channels."
+    ]
+    no_provider = errors_of(campaign, control_id=a.pk, tested="channel", metric="click", arm_channels={b.pk: "sms"})
+    assert no_provider["arm_channels"] == ["“B” goes by SMS: set up a SMS provider in the settings first."]
+    assert no_provider["metric"] == ["Opens and clicks are tracked for email only: measure conversions instead."]
+    sms_provider(shop, provider)
+    Variant.objects.filter(pk=b.pk).update(sms_body="")
+    unworded = errors_of(campaign, control_id=a.pk, tested="channel", metric="conversion", arm_channels={b.pk: "sms"})
+    assert unworded["arm_channels"] == ["“B” goes by SMS: Write the message."]
+    assert "arm_channels" in errors_of(
+        campaign, control_id=a.pk, tested="channel", metric="conversion", arm_channels={b.pk: "fax"}
+    )
+    Variant.objects.filter(pk=b.pk).update(sms_body="B")
+    Campaign.objects.filter(pk=campaign.pk).update(attribution_touch="click")
+    campaign.refresh_from_db()
+    clicks = errors_of(campaign, control_id=a.pk, tested="channel", metric="conversion", arm_channels={b.pk: "sms"})
+    assert "only email clicks are tracked" in clicks["metric"][0].lower()
+    Campaign.objects.filter(pk=campaign.pk).update(attribution_touch="delivery")
+    campaign.refresh_from_db()
+    done = configure(campaign, a, tested="channel", metric="conversion", arm_channels={b.pk: "sms"})
+    assert done.arm_channels == {str(a.pk): "email", str(b.pk): "sms"}
+    # Another test drops the channels.
+    assert configure(campaign, a, tested="subject").arm_channels == {}
+
+
+def test_each_arm_of_a_channel_test_is_checked_for_its_own_channel(shop, provider):
+    sms_provider(shop, provider)
+    contacts = reachable(shop, 4)
+    campaign, (a, b) = ab_campaign(shop, contacts, "By email", "By SMS")
+    configure(campaign, a, tested="channel", arm_channels={b.pk: "sms"}, metric="conversion", test_share=40)
+    # The SMS arm has no email subject nor body: it needs none. Without its text it could not go out.
+    Variant.objects.filter(pk=b.pk).update(subject="", html_body="")
+    assert services.campaign_problems(campaign=campaign) == []
+    Variant.objects.filter(pk=b.pk).update(sms_body="")
+    assert [(p.field, p.variant_id) for p in services.campaign_problems(campaign=campaign)] == [("sms_body", b.pk)]
