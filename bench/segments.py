@@ -3,9 +3,13 @@
     .venv/bin/python bench/segments.py                   # tenant bench-1m in segmentor_bench
     .venv/bin/python bench/segments.py --explain         # also print the plans of the counts
     .venv/bin/python bench/segments.py --only preview    # preview | refresh | realtime
+    .venv/bin/python bench/segments.py --summaries off   # counts add up the rollups (as before them)
 
 Runs in process on the benchmark database (bench/build_tenant.py), as the app role with row-level
 security on and the tenant set, DEBUG off, one transaction per call as in a request or a task.
+First the event window summaries (contacts/summaries.py) are brought to today as the beat tick
+would: a full rebuild from the rollups is timed (it writes only rows that differ), then moving
+them on by one day (rolled back).
 
 - **Preview**: ``segments.selectors.segment_preview`` (validate, count, sample of 10) for the four
   rule trees of issue 4, warmed up, then timed ``--runs`` times; the count and the sample query are
@@ -355,6 +359,47 @@ def explain_compiled(sql: str, params: Any) -> str:
 
 
 @dataclass
+class SummaryFigures:
+    rows: int
+    rebuild_s: float
+    move_on_s: float
+    read: bool
+
+
+def prepare_summaries(tenant: Any, *, read: bool) -> SummaryFigures:
+    """The event window summaries as the beat tick leaves them (counted for today), timing a full
+    rebuild and moving them on by one day (rolled back). ``read=False``: counts add up the rollups
+    themselves (the figures before the summaries)."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    import segments.services
+    from contacts.models import EventWindowSummary
+    from contacts.summaries import event_summaries_refresh
+
+    started = time.perf_counter()
+    rebuilt = event_summaries_refresh(tenant=tenant, rebuild=True)
+    rebuild_s = time.perf_counter() - started
+    assert rebuilt is not None, "a count holds the summary lock"
+    with transaction.atomic():
+        started = time.perf_counter()
+        moved = event_summaries_refresh(tenant=tenant, now=timezone.now() + dt.timedelta(days=1))
+        move_on_s = time.perf_counter() - started
+        assert moved is not None and not moved.rebuilt
+        transaction.set_rollback(True)
+    if not read:
+        segments.services.summaries_for_counting = lambda **_: None
+    rows = EventWindowSummary.objects.filter(tenant=tenant).count()
+    print(
+        f"  event window summaries: {rows:,} rows rebuilt in {rebuild_s:.1f} s, moved on by a day in "
+        f"{move_on_s:.2f} s; counts {'read them' if read else 'add up the rollups'}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return SummaryFigures(rows, rebuild_s, move_on_s, read)
+
+
+@dataclass
 class PreviewRow:
     key: str
     label: str
@@ -640,6 +685,12 @@ def main() -> None:
     parser.add_argument("--refresh-repeat", type=int, default=2)
     parser.add_argument("--only", choices=("preview", "refresh", "realtime"))
     parser.add_argument("--explain", action="store_true", help="Print the plans of the counts and the refresh.")
+    parser.add_argument(
+        "--summaries",
+        choices=("on", "off"),
+        default="on",
+        help="off: counts add up the rollups themselves, as before the event window summaries.",
+    )
     args = parser.parse_args()
     setup_django()
 
@@ -655,6 +706,7 @@ def main() -> None:
         size = Contact.objects.filter(tenant=tenant).count()
         previews = refreshes = None
         realtime = None
+        summaries = prepare_summaries(tenant, read=args.summaries == "on")
         if args.only in (None, "preview"):
             previews = bench_previews(tenant, warmup=args.warmup, runs=args.runs, explain=args.explain)
         if args.only in (None, "refresh"):
@@ -667,7 +719,9 @@ def main() -> None:
     print(
         f"Tenant `{tenant.slug}` ({size:,} contacts) in `{DB_NAME}`; in process, app role with RLS, DEBUG off; "
         f"{args.warmup} warm-up + {args.runs} timed runs. Load average (1 min) {load_before[0]:.2f} before, "
-        f"{load_after[0]:.2f} after.\n"
+        f"{load_after[0]:.2f} after. Event window summaries: {summaries.rows:,} rows, rebuilt in "
+        f"{summaries.rebuild_s:.1f} s, moved on by a day in {summaries.move_on_s:.2f} s; counts "
+        f"{'read them' if summaries.read else 'add up the rollups (--summaries off)'}.\n"
     )
     if previews:
         print(

@@ -49,6 +49,7 @@ from contacts.models import (
 from contacts.normalize import normalise_email
 from contacts.services import NUL_MESSAGE, RowResult, contact_upsert, contains_nul
 from contacts.signals import contacts_touched, events_applied
+from contacts.summaries import event_summaries_rebuild_contacts
 from tenants.audit import Actor, audit
 from tenants.context import platform_access
 from tenants.models import Tenant
@@ -406,8 +407,43 @@ def _apply_rollups_postgresql(tenant: Tenant, event_ids: list[int]) -> set[int]:
         return {contact_id for (contact_id,) in cursor.fetchall()}
 
 
+def _apply_summaries_windows_postgresql(tenant: Tenant, event_ids: list[int]) -> None:
+    """Add the events to their contacts' event window summaries (contacts/summaries.py).
+
+    Each event counts in every window of the tenant's summary day that its day falls in (days
+    after it too, as "within the last N days" counts them). Only the summarised names, and only
+    once the tenant has summaries: the join with its state row finds nothing before the first
+    refresh (and PostgreSQL then skips reading the events). Runs under the tenant's apply lock,
+    so the summary day cannot move meanwhile.
+    """
+    from contacts.models import EventSummaryState, EventWindowSummary
+    from contacts.summaries import COUNT_COLUMNS, REVENUE_COLUMNS, WINDOWS
+
+    windows = ", ".join(
+        [f"count(*) FILTER (WHERE v.day >= st.day - {n - 1})" for n in WINDOWS]
+        + [f"(coalesce(sum(v.revenue) FILTER (WHERE v.day >= st.day - {n - 1}), 0) * 100)::bigint" for n in WINDOWS]
+    )
+    columns = [*COUNT_COLUMNS, *REVENUE_COLUMNS]
+    sql = (
+        f"INSERT INTO {EventWindowSummary._meta.db_table} AS s (tenant_id, contact_id, name, last_day, "
+        f"{', '.join(columns)}) "
+        f"SELECT v.tenant_id, v.contact_id, v.name, max(v.day), {windows} "
+        "FROM (SELECT e.tenant_id, e.contact_id, e.name, (e.occurred_at AT TIME ZONE 'UTC')::date AS day, e.revenue "
+        f"{BATCH_EVENTS}) AS v "
+        f"JOIN {EventSummaryState._meta.db_table} AS st ON st.tenant_id = v.tenant_id "
+        "AND st.names ? v.name "
+        # Sorted: concurrent writers lock the summary rows in one order (they take turns anyway).
+        "GROUP BY v.tenant_id, v.contact_id, v.name ORDER BY v.contact_id, v.name "
+        "ON CONFLICT (tenant_id, name, contact_id) DO UPDATE SET last_day = GREATEST(s.last_day, excluded.last_day), "
+        + ", ".join(f"{column} = s.{column} + excluded.{column}" for column in columns)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [tenant.pk, rows_json(event_ids)])
+
+
 def _apply_summaries_postgresql(tenant: Tenant, event_ids: list[int]) -> list[Contact]:
     """Advance the touched contacts' engagement summaries; return the buyers (with STAGE_INPUTS)."""
+    _apply_summaries_windows_postgresql(tenant, event_ids)
     # Increments and GREATEST/LEAST run under the row lock: concurrent batches add up. A contact
     # whose summary would not change is left alone (no new row version). None of these columns
     # is indexed, so with the table's free space (fillfactor) the updates are HOT.
@@ -549,6 +585,8 @@ def contact_merge(*, tenant: Tenant, source: Contact, target: Contact, actor: Ac
                 count=F("count") + rollup.count, revenue=F("revenue") + rollup.revenue
             )
     rollups.delete()
+    # The target's window summaries follow its rollups (the source's rows go with the contact).
+    event_summaries_rebuild_contacts(tenant=tenant, contact_ids=[target.pk])
     ConsentRecord.objects.filter(tenant=tenant, contact=source).update(contact=target)
     target_states = {(s.channel, s.purpose): s for s in ConsentState.objects.filter(tenant=tenant, contact=target)}
     for state in ConsentState.objects.filter(tenant=tenant, contact=source):

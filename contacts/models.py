@@ -185,6 +185,64 @@ class EventDailyRollup(TenantOwnedModel):
         return f"{self.name} x{self.count} on {self.day}"
 
 
+class EventWindowSummary(TenantOwnedModel):
+    """Per contact and summarised event name: the rollups of the last 7 … 365 days, added up.
+
+    ``count_N`` and ``revenue_N`` (in cents) add up the contact's rollups from N-1 days before
+    the tenant's summary day (``EventSummaryState.day``) onwards — what "within the last N days"
+    counts on that day — and ``last_day`` is the day of the newest one. Event ingest adds to them
+    (contacts/summaries.py), a periodic refresh moves them on with the clock; segment counts read
+    one row per contact instead of adding up a day of rollups at a time. Only rows of contacts with
+    rollups in the last 365 days are kept. Cents and whole counts keep every comparison leakproof
+    (usable by the planner under row-level security, unlike numeric).
+    """
+
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    name = models.CharField(max_length=100)
+    last_day = models.DateField()
+    count_7 = models.IntegerField(default=0)
+    count_14 = models.IntegerField(default=0)
+    count_30 = models.IntegerField(default=0)
+    count_60 = models.IntegerField(default=0)
+    count_90 = models.IntegerField(default=0)
+    count_180 = models.IntegerField(default=0)
+    count_365 = models.IntegerField(default=0)
+    revenue_7 = models.BigIntegerField(default=0)
+    revenue_14 = models.BigIntegerField(default=0)
+    revenue_30 = models.BigIntegerField(default=0)
+    revenue_60 = models.BigIntegerField(default=0)
+    revenue_90 = models.BigIntegerField(default=0)
+    revenue_180 = models.BigIntegerField(default=0)
+    revenue_365 = models.BigIntegerField(default=0)
+
+    class Meta(TenantOwnedModel.Meta):
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name", "contact"], name="event_summary_unique_contact")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} by {self.contact_id} up to {self.last_day}"
+
+
+class EventSummaryState(TenantOwnedModel):
+    """The day a tenant's event window summaries are counted for, and which event names they cover.
+
+    Segments read the summaries only when ``day`` is today: until the refresh after midnight
+    has moved them on, they count the rollups themselves.
+    """
+
+    day = models.DateField()
+    names = models.JSONField(default=list)
+    rebuilt_at = models.DateTimeField()
+    refreshed_at = models.DateTimeField()
+
+    class Meta(TenantOwnedModel.Meta):
+        constraints = [models.UniqueConstraint(fields=["tenant"], name="event_summary_state_unique_tenant")]
+
+    def __str__(self) -> str:
+        return f"event summaries of {', '.join(self.names)} as of {self.day}"
+
+
 class EventBacklog(TenantOwnedModel):
     """A batch of stored events whose rollups, summaries and lifecycle are not applied yet.
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from django.db.models import (
     Avg,
+    BooleanField,
     Count,
     Exists,
     F,
@@ -39,7 +40,17 @@ from django.db.models.fields.json import KeyTextTransform, KeyTransform, KeyTran
 from django.db.models.functions import Cast, Coalesce, Concat, ExtractDay, ExtractMonth, Substr
 from django.utils import timezone
 
-from contacts.models import ConsentState, Contact, Event, EventDailyRollup, LifecycleTransition, Suppression
+from contacts.ingest import ENGAGEMENT_EVENTS, PURCHASE
+from contacts.models import (
+    ConsentState,
+    Contact,
+    Event,
+    EventDailyRollup,
+    EventWindowSummary,
+    LifecycleTransition,
+    Suppression,
+)
+from contacts.summaries import EventSummaries
 from segments.expressions import JsonArrayHasAny, JsonArrayLength, JsonNumber, Sha256Hex
 from segments.models import RfmScore, SegmentMember
 from segments.rules import (
@@ -47,23 +58,37 @@ from segments.rules import (
     ENGAGEMENT_ACTIONS,
     GROUP_KEYS,
     SUPPRESSION_ADDRESS,
+    conditions,
     parse_day,
 )
 
 NOTHING = Q(pk__in=[])
 AGGREGATES: dict[str, Callable[..., Any]] = {"sum": Sum, "avg": Avg, "min": Min, "max": Max}
 COMPARISONS = {"eq": "exact", "gt": "gt", "gte": "gte", "lt": "lt", "lte": "lte"}
+# The contact columns the contact_segments index carries (contacts/migrations/0005): a count whose
+# conditions on the contact read only these never reads the contact rows themselves.
+INDEXED_CONTACT_COLUMNS = frozenset({"country", "lifecycle_stage", "birth_date"})
+# Contact columns that event ingest keeps at the newest event of a set of names (contacts/ingest.py;
+# read-only in the API, the admin and imports): "performed within N days" is the column being in the
+# window, the same answer as the rollups give.
+NEWEST_EVENT_COLUMNS = {frozenset({PURCHASE}): "last_order_at", frozenset(ENGAGEMENT_EVENTS): "last_engaged_at"}
 
 
 @dataclass(frozen=True)
 class Context:
-    """What a compilation depends on besides the tree: the tenant, the clock, and (for
-    real-time updates) the few contacts being evaluated, which every subquery is narrowed to."""
+    """What a compilation depends on besides the tree: the tenant, the clock, (for real-time
+    updates) the few contacts being evaluated, which every subquery is narrowed to, and (for
+    whole-tenant counts) the event window summaries that are counted for today."""
 
     tenant_id: int
     attributes: dict[str, str] = field(default_factory=dict)  # custom attribute key → value type
     now: dt.datetime = field(default_factory=timezone.now)
     contact_ids: tuple[int, ...] | None = None
+    summaries: EventSummaries | None = None
+    # Whole-tenant counts: the tenant's event retention (days), and whether the rules read the
+    # contact rows anyway (conditions on columns outside the contact_segments index).
+    retention_days: int | None = None
+    reads_contact_row: bool = False
 
     @property
     def today(self) -> dt.date:
@@ -85,7 +110,22 @@ def day_start(day: dt.date) -> dt.datetime:
 
 def compile_rules(rules: dict[str, Any], ctx: Context) -> Q:
     """Return the Q that selects the contacts matching a validated tree."""
+    if ctx.retention_days is not None and not ctx.reads_contact_row and _reads_contact_row(rules):
+        ctx = replace(ctx, reads_contact_row=True)
     return _node(rules, ctx)
+
+
+def _reads_contact_row(rules: dict[str, Any]) -> bool:
+    """Does a count of ``rules`` read the contact rows (not only the contact_segments index)?"""
+    for node in conditions(rules):
+        if node["type"] in ("attribute", "suppression"):
+            return True
+        if (
+            node["type"] == "field"
+            and CONTACT_FIELD_SPECS_BY_NAME[node["field"]].db_column not in INDEXED_CONTACT_COLUMNS
+        ):
+            return True
+    return False
 
 
 def matching_contacts(rules: dict[str, Any], ctx: Context) -> QuerySet[Contact]:
@@ -320,7 +360,9 @@ def _attribute(node: dict[str, Any], ctx: Context) -> Q:
         q = _lookup(text, "isnull", False) & ~_lookup(text, "exact", "")
         return q if positive == "is_set" else ~q
     lookup = {"eq": "exact", "in": "in", "contains": "icontains", "starts_with": "istartswith"}[positive]
-    q = _lookup(text, "isnull", False) & _lookup(text, lookup, value)
+    # A missing key makes the comparison NULL: false, so that its negation is true. One lookup of the
+    # key per contact (``key IS NOT NULL AND key = …`` looked it up twice: ~6 % of a count's scan).
+    q = Q(Coalesce(LOOKUPS[lookup](text, value), Value(False), output_field=BooleanField()))
     return ~q if negate else q
 
 
@@ -446,29 +488,132 @@ def _contacts_with_at_least(rows: QuerySet[Any], count: int, *, counter: Any) ->
     return Q(pk__in=grouped)
 
 
-def _event(node: dict[str, Any], ctx: Context) -> Q:
+def _newest_event_within(names: Sequence[str], window: dict[str, Any] | None, ctx: Context) -> Q | None:
+    """ "Performed within the last N days" from the contact's newest-event column, when there is one
+    for ``names`` and the count reads the contact rows anyway (it then costs nothing: no join).
+
+    Only for windows the tenant keeps events for: retention deletes old events, not the column.
+    """
+    days = (window or {}).get("within_days")
+    column = NEWEST_EVENT_COLUMNS.get(frozenset(names))
+    if column is None or days is None or not ctx.reads_contact_row or ctx.contact_ids is not None:
+        return None
+    if ctx.retention_days is None or days > ctx.retention_days:
+        return None
+    return Q(**{f"{column}__gte": day_start(ctx.days_ago(days))})
+
+
+@dataclass(frozen=True)
+class _Summarised:
+    """The event window summaries of a condition's events, and the days of its window."""
+
+    rows: QuerySet[EventWindowSummary]
+    days: int
+    windowed: bool  # the window is a summarised one: counts and sums are read, not only the newest day
+
+
+def _summary(names: Sequence[str], window: dict[str, Any] | None, ctx: Context) -> _Summarised | None:
+    """The event window summaries of ``names``, when they answer the window.
+
+    They do for "within the last N days" (N up to the horizon) of summarised events in a
+    whole-tenant count whose summaries are counted for today (contacts/summaries.py); sums and
+    counts need N to be one of the summarised windows, "performed" only the newest day.
+    """
+    summaries = ctx.summaries
+    days = (window or {}).get("within_days")
+    if summaries is None or ctx.contact_ids is not None or days is None or days > summaries.horizon:
+        return None
+    if not set(names) <= summaries.names:
+        return None
+    by_name: dict[str, Any] = {"name": names[0]} if len(names) == 1 else {"name__in": list(names)}
+    rows = EventWindowSummary.objects.filter(tenant_id=ctx.tenant_id, **by_name)
+    return _Summarised(rows, days, days in summaries.windows)
+
+
+def _performed_within(summary: _Summarised, ctx: Context) -> Q:
+    return Q(Exists(summary.rows.filter(contact_id=OuterRef("pk"), last_day__gte=ctx.days_ago(summary.days))))
+
+
+def _event_counter(node: dict[str, Any], ctx: Context) -> Callable[[int], Q]:
+    """``at_least(n)``: the contacts with at least ``n`` of the node's events (everyone for n ≤ 0)."""
+    op, count = node["op"], node.get("count", 1)
+    highest = 1 if op in ("performed", "not_performed") else count + (op != "at_least")
+    newest = None if node.get("where") or highest > 1 else _newest_event_within([node["name"]], node.get("window"), ctx)
+    if newest is not None:
+        performed = newest
+        return lambda n: Q() if n <= 0 else performed
+    summary = None if node.get("where") else _summary([node["name"]], node.get("window"), ctx)
+    if summary is not None and (highest <= 1 or summary.windowed):
+        found = summary
+
+        def from_summary(n: int) -> Q:
+            if n <= 0:
+                return Q()
+            if n == 1:
+                return _performed_within(found, ctx)
+            return Q(pk__in=found.rows.filter(**{f"count_{found.days}__gte": n}).values("contact_id"))
+
+        return from_summary
     if node.get("where"):
         rows: QuerySet[Any] = _events(node, ctx)
         counter: Any = Count("id")
     else:
         rows = _rollups([node["name"]], node.get("window"), ctx)
         counter = Sum("count")
+    return lambda n: _contacts_with_at_least(rows, n, counter=counter)
+
+
+def _event(node: dict[str, Any], ctx: Context) -> Q:
+    at_least = _event_counter(node, ctx)
     op = node["op"]
     if op == "performed":
-        return _contacts_with_at_least(rows, 1, counter=counter)
+        return at_least(1)
     if op == "not_performed":
-        return ~_contacts_with_at_least(rows, 1, counter=counter)
+        return ~at_least(1)
     count = node["count"]
     if op == "at_least":
-        return _contacts_with_at_least(rows, count, counter=counter)
+        return at_least(count)
     if op == "at_most":
-        return ~_contacts_with_at_least(rows, count + 1, counter=counter)
-    return _contacts_with_at_least(rows, count, counter=counter) & ~_contacts_with_at_least(
-        rows, count + 1, counter=counter
-    )
+        return ~at_least(count + 1)
+    return at_least(count) & ~at_least(count + 1)
+
+
+def _cents(value: Any, op: str) -> int | None:
+    """The bound in cents that ``sum <op> value`` means for a sum of whole cents (None: no sum can
+    be equal to a fraction of a cent). Exact: the value is read as the decimal it was written as."""
+    cents = Decimal(str(value)) * 100
+    whole = cents == cents.to_integral_value()
+    if op == "eq":
+        return int(cents) if whole else None
+    rounded = cents.to_integral_value(rounding=ROUND_CEILING if op in ("gte", "lt") else ROUND_FLOOR)
+    return int(rounded)
+
+
+def _revenue_from_summary(node: dict[str, Any], ctx: Context) -> Q | None:
+    """ "Revenue sum within N days" from the summaries, when they answer it."""
+    if node["fn"] != "sum" or node["property"] != "revenue" or node.get("where"):
+        return None
+    found = _summary([node["name"]], node.get("window"), ctx)
+    if found is None or not found.windowed:
+        return None
+    column, op, value = f"revenue_{found.days}", node["op"], node["value"]
+    # Only contacts with such an event in the window have a sum (the rollups' GROUP BY).
+    summary = found.rows.filter(**{f"count_{found.days}__gte": 1})
+    if op == "between":
+        low, high = _cents(value[0], "gte"), _cents(value[1], "lte")
+        summary = summary.filter(**{f"{column}__gte": low, f"{column}__lte": high})
+    else:
+        bound = _cents(value, op)
+        if bound is None:
+            return NOTHING
+        summary = summary.filter(**{f"{column}__{COMPARISONS[op]}": bound})
+    return Q(pk__in=summary.values("contact_id"))
 
 
 def _event_aggregate(node: dict[str, Any], ctx: Context) -> Q:
+    summarised = _revenue_from_summary(node, ctx)
+    if summarised is not None:
+        return summarised
     fn, prop, op, value = node["fn"], node["property"], node["op"], node["value"]
     if prop == "revenue" and fn == "sum" and not node.get("where"):
         rows: QuerySet[Any] = _rollups([node["name"]], node.get("window"), ctx)
@@ -488,8 +633,16 @@ def _event_aggregate(node: dict[str, Any], ctx: Context) -> Q:
 
 
 def _engagement(node: dict[str, Any], ctx: Context) -> Q:
-    rows = _rollups(ENGAGEMENT_ACTIONS[node["action"]], node.get("window"), ctx)
-    q = Q(Exists(rows.filter(contact_id=OuterRef("pk"))))
+    names = ENGAGEMENT_ACTIONS[node["action"]]
+    found = _summary(names, node.get("window"), ctx)
+    newest = _newest_event_within(names, node.get("window"), ctx)
+    if newest is not None:
+        q = newest
+    elif found is not None:
+        q = _performed_within(found, ctx)
+    else:
+        rows = _rollups(names, node.get("window"), ctx)
+        q = Q(Exists(rows.filter(contact_id=OuterRef("pk"))))
     return q if node["op"] == "performed" else ~q
 
 

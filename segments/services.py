@@ -24,6 +24,7 @@ from django.db.models.functions import Ntile
 from django.utils import timezone
 
 from contacts.models import Contact
+from contacts.summaries import summaries_for_counting
 from segments.compiler import Context, compile_rules, matching_contacts
 from segments.models import RfmGroup, RfmScore, Segment, SegmentMember, SegmentSize, SegmentTransition
 from segments.rules import Registry, RuleError, is_time_relative, referenced_segments, validate
@@ -117,8 +118,18 @@ def _set_local(cursor: Any, values: dict[str, str]) -> None:
 
 
 def context_for(tenant: Tenant, registry: Registry | None = None, **kwargs: Any) -> Context:
+    """What compiling the tenant's rules depends on. A whole-tenant count (no ``contact_ids``)
+    inside a transaction may read the event window summaries, if they are counted for today:
+    from here to the end of the transaction a refresh cannot move them on."""
     registry = registry or Registry.for_tenant(tenant)
-    return Context(tenant_id=tenant.pk, attributes=registry.attributes, **kwargs)
+    ctx = Context(tenant_id=tenant.pk, attributes=registry.attributes, **kwargs)
+    if ctx.contact_ids is None and ctx.summaries is None:
+        ctx = replace(
+            ctx,
+            summaries=summaries_for_counting(tenant=tenant, today=ctx.today),
+            retention_days=tenant.event_retention_days,
+        )
+    return ctx
 
 
 # --- definitions ---------------------------------------------------------------------------------

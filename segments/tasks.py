@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.utils import timezone
 
+from contacts.summaries import event_summaries_refresh, tenants_with_stale_summaries
 from segmentor.celery import app, tenant_task
 from segments.models import Segment, SegmentSize
 from segments.services import rfm_recompute, segment_refresh, segments_evaluate_contacts, segments_refresh_due
@@ -50,6 +51,13 @@ def record_sizes(tenant_id: int) -> int:
     return len(sizes)
 
 
+@tenant_task()
+def refresh_event_summaries(tenant_id: int) -> int | None:
+    """Move the tenant's event window summaries on to today (or rebuild them); None: nothing done."""
+    result = event_summaries_refresh(tenant=Tenant.objects.get(pk=tenant_id))
+    return result.rows if result else None
+
+
 def _fan_out(task: object) -> int:
     ids = list(Tenant.objects.values_list("pk", flat=True))
     for tenant_id in ids:
@@ -67,6 +75,17 @@ def refresh_due_segments_all() -> int:
 def recompute_rfm_all() -> int:
     """Beat tick (nightly): RFM quintiles for every tenant, then a refresh picks up RFM rules."""
     return _fan_out(recompute_rfm)
+
+
+@app.task
+def refresh_event_summaries_all() -> int:
+    """Beat tick (every few minutes): the tenants whose event window summaries are not counted for
+    today (after midnight UTC, or a refresh that skipped) move them on; segments count the rollups
+    themselves until they have."""
+    ids = tenants_with_stale_summaries()
+    for tenant_id in ids:
+        refresh_event_summaries.delay(tenant_id)
+    return len(ids)
 
 
 @app.task
