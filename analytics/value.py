@@ -41,6 +41,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Count, DateTimeField, Expression, F, FloatField, Q, Sum, Value
@@ -645,8 +646,20 @@ class ValueSummary:
     clv_chart: dict[str, Any]
 
 
-def value_summary(tenant: Tenant) -> dict[str, Any]:
-    """Context for templates/analytics/_value_summary.html: a compact funnel and CLV by stage."""
+def value_summary(tenant: Tenant, *, compute: bool = True) -> dict[str, Any]:
+    """Context for templates/analytics/_value_summary.html: a compact funnel and CLV by stage.
+
+    With ``compute`` False (the dashboard) and a cache shared with the workers
+    (``VALUE_SUMMARY_FROM_WORKER``), a tenant whose figures are not cached gets ``None`` and a worker
+    computes them, so the page never pays the second it costs at a million contacts.
+    """
+    if not compute and settings.VALUE_SUMMARY_FROM_WORKER and cache.get(_cache_key(tenant.pk)) is None:
+        cache.set(f"{_cache_key(tenant.pk)}:viewed", 1, timeout=VIEWED_KEPT_FOR.total_seconds())
+        from analytics.tasks import value_refresh
+
+        tenant_id = tenant.pk
+        transaction.on_commit(lambda: value_refresh.delay(tenant_id))
+        return {"value_summary": None}
     snapshot = value_snapshot(tenant=tenant)
     funnel_ = funnel(snapshot)
     clv = clv_table(snapshot, by="stage")

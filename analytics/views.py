@@ -188,7 +188,8 @@ class DashboardView(AnalyticsView):
                 "comparison": kpi_charts.comparison_chart(board.comparison),
             },
         }  # fmt: skip
-        context.update(value_summary(self.tenant))  # the lifecycle funnel and CLV by stage (analytics/value.py)
+        # The lifecycle funnel and CLV by stage (analytics/value.py): from the cache, or left to a worker.
+        context.update(value_summary(self.tenant, compute=False))
         return self.render(request, "analytics/dashboard.html", context)
 
 

@@ -121,6 +121,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 RLS_ALLOW_BYPASS_ROLE = env.bool("RLS_ALLOW_BYPASS_ROLE", default=False)
 
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+# The dashboard leaves computing customer-value figures to a worker when the cache is shared (a
+# worker's result reaches the web processes); with the per-process memory cache it computes them.
+VALUE_SUMMARY_FROM_WORKER = env.bool(
+    "VALUE_SUMMARY_FROM_WORKER", default="locmem" not in CACHES["default"]["BACKEND"].lower()
+)
 
 # --- Accounts --------------------------------------------------------------
 AUTH_USER_MODEL = "tenants.User"
