@@ -99,7 +99,7 @@ def period_query(period: Period) -> str:
 
 
 # --- CSV ------------------------------------------------------------------------------------------------
-def _cell(value: Any) -> str:
+def csv_cell(value: Any) -> str:
     """A figure as text: rates as fractions (0.123457), money with two decimals, nothing as empty."""
     if value is None:
         return ""
@@ -122,7 +122,7 @@ def csv_response(filename: str, header: Sequence[str], lines: Sequence[Sequence[
     writer = csv.writer(buffer)
     writer.writerow([escape_formula(h) for h in header])
     for line in lines:
-        writer.writerow([_cell(value) for value in line])
+        writer.writerow([csv_cell(value) for value in line])
     response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response

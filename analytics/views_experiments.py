@@ -35,8 +35,8 @@ from analytics.experiments import (
 )
 from analytics.forms_experiments import ExperimentForm, channel_field, hour_field, target_label
 from analytics.models import Experiment
+from analytics.views import csv_cell
 from campaigns.models import Campaign, CampaignChannel, Variant
-from contacts.export import escape_formula
 from tenants.audit import Actor
 from tenants.roles import Permission
 from tenants.web import TenantView, add_service_errors
@@ -256,17 +256,7 @@ class ExperimentCsvView(ExperimentPageView):
         writer.writerow(CSV_HEADER)
         for row in rows:
             values = [*(row[key] for key in CSV_HEADER[:-1]), row["variant_id"] == winner_id]
-            writer.writerow([escape_formula(_cell(value)) for value in values])
+            writer.writerow([csv_cell(value) for value in values])
         response = HttpResponse("\ufeff" + buffer.getvalue(), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-ab-test.csv"'
         return response
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.6f}"
-    return str(value)
