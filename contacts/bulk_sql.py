@@ -42,10 +42,15 @@ def each_value_lookup(table: str, column: str, columns: Sequence[str], *, cast: 
     probe inside a partial unique index.
     """
     blank = f" AND t.{column} <> ''" if cast == "text" else ""
+    # Cast the list, not each value inside the probe: a cast is not leakproof, so under row-level
+    # security ``t.id = v.value::bigint`` may not be an index condition (a scan of the whole tenant).
+    values = "json_array_elements_text(%s::json)"
+    if cast != "text":
+        values = f"unnest(ARRAY(SELECT {values})::{cast}[])"
     return (
-        f"SELECT {', '.join(f't.{name}' for name in columns)} FROM json_array_elements_text(%s::json) AS v(value) "
+        f"SELECT {', '.join(f't.{name}' for name in columns)} FROM {values} AS v(value) "
         f"CROSS JOIN LATERAL (SELECT * FROM {table} AS t WHERE t.tenant_id = %s{blank} "
-        f"AND t.{column} = v.value::{cast} LIMIT 1) AS t"
+        f"AND t.{column} = v.value LIMIT 1) AS t"
     )
 
 

@@ -47,3 +47,22 @@ def test_id_lookups_are_confined_to_the_tenant(world: World):
         with connection.cursor() as cursor:
             cursor.execute(sql, [rows_json([str(mine.pk), str(other.pk)]), world.tenant_a.pk])
             assert [row[0] for row in cursor.fetchall()] == [mine.pk]
+
+
+def test_id_lookups_probe_the_primary_key_under_row_level_security(world: World):
+    """A cast inside the probe (`t.id = v.value::bigint`) is not leakproof, so row-level security kept it
+    out of the index: every id was looked for in a scan of the whole tenant (minutes for a batch on a
+    big one). The list is cast before the probe, and the probe is an index condition."""
+    tenant = world.tenant_a
+    with tenant_context(tenant.id), transaction.atomic():
+        Contact.objects.bulk_create(Contact(tenant=tenant, external_id=f"e-{i}") for i in range(3000))
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE contacts_contact")
+            ids = [str(pk) for pk in Contact.objects.values_list("pk", flat=True)[:50]]
+            sql = each_value_lookup(Contact._meta.db_table, "id", ("id",), cast="bigint")
+            cursor.execute(f"EXPLAIN {sql}", [rows_json(ids), tenant.pk])
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            cursor.execute(sql, [rows_json(ids), tenant.pk])
+            assert sorted(str(row[0]) for row in cursor.fetchall()) == sorted(ids)
+    assert "Seq Scan on contacts_contact" not in plan, plan
+    assert "id = v.value" in plan, plan
