@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PG_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 TEST_DATABASE_URL ?= postgres://segmentor@127.0.0.1:5432/segmentor
 
-.PHONY: run test lint typecheck pytest e2e db bench bench-1m bench-campaigns clean help
+.PHONY: run test lint typecheck pytest e2e db bench bench-1m bench-campaigns loadtest clean help
 
 help:
 	@echo "make run    start web + worker + beat with demo data (SQLite, file broker)"
@@ -81,6 +81,11 @@ bench-campaigns: $(BENCH_STAMP) db
 bench-1m: $(STAMP) db
 	$(BIN)/python bench/build_tenant.py
 	$(BIN)/python bench/contact_list.py
+
+# 200 concurrent clients for 60 s (locust) against gunicorn, a Celery worker, PostgreSQL and Redis:
+# event ingest, contact upsert, segment preview and page views mixed; fails on any error.
+loadtest: $(BENCH_STAMP) db
+	$(BIN)/python bench/loadtest.py
 
 clean:
 	rm -rf $(VENV) var db.sqlite3*
