@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PG_ADMIN_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 TEST_DATABASE_URL ?= postgres://segmentor@127.0.0.1:5432/segmentor
 
-.PHONY: run test lint typecheck pytest e2e db bench bench-1m bench-campaigns loadtest clean help
+.PHONY: run test lint typecheck pytest e2e db bench bench-1m bench-campaigns loadtest faults fuzz clean help
 
 help:
 	@echo "make run    start web + worker + beat with demo data (SQLite, file broker)"
@@ -66,6 +66,7 @@ bench: $(STAMP) db
 	$(BIN)/python bench/journeys.py
 	$(BIN)/python bench/analytics.py
 	$(BIN)/python bench/send_time.py
+	$(BIN)/python bench/personalization.py
 
 # Campaigns: the snapshot on the 1M-contact tenant, then sending through 2 Celery workers to Postfix's
 # smtp-sink (apt-get install postfix) against django-post-office; starts and stops its own processes.
@@ -86,6 +87,20 @@ bench-1m: $(STAMP) db
 # event ingest, contact upsert, segment preview and page views mixed; fails on any error.
 loadtest: $(BENCH_STAMP) db
 	$(BIN)/python bench/loadtest.py
+
+# Faults on services of its own (a private PostgreSQL cluster and Redis, gunicorn, Celery workers and
+# beats; the shared ones are never touched): a worker killed mid-send, Redis and PostgreSQL restarted
+# mid-send and mid-ingest, two beats, an SMTP server that refuses or stalls. Prints a table of outcomes;
+# FAULTS_ARGS="--only kill,beat" runs some of them, "--keep" keeps the logs (bench/faults.py).
+faults: $(STAMP)
+	$(BIN)/python bench/faults.py $(FAULTS_ARGS)
+
+# The API fuzzed from its own OpenAPI schema, deeper than in `make test` (tests/test_api_fuzz.py): more
+# examples per operation, the coverage phase (boundary and invalid values of every parameter) and chains
+# of linked operations. About an hour on 2 cores; FUZZ_EXAMPLES / FUZZ_STATEFUL / FUZZ_COVERAGE to change.
+fuzz: $(STAMP) db
+	DATABASE_URL=$(TEST_DATABASE_URL) FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100} FUZZ_COVERAGE=$${FUZZ_COVERAGE:-1} \
+	  FUZZ_STATEFUL=$${FUZZ_STATEFUL:-100} $(BIN)/python -m pytest -p no:xdist --create-db tests/test_api_fuzz.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var db.sqlite3*

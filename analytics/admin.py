@@ -1,4 +1,5 @@
-"""The platform admin for analytics: every tenant's A/B tests, read-only, with "decide now".
+"""The platform admin for analytics: every tenant's A/B tests, read-only, with "decide now"; the contacts'
+preferred-channel profiles, read-only.
 
 A test is set up by the tenant (the campaign's A/B test page or the API); staff look, and may decide a
 test under way through ``experiment_decide`` (with its audit row), e.g. for a tenant who asks.
@@ -14,8 +15,8 @@ from django.db import models
 from django.http import HttpRequest
 
 from analytics.experiments import experiment_decide
-from analytics.models import Experiment
-from contacts.admin import ReadOnlyAdmin
+from analytics.models import ChannelProfile, Experiment
+from contacts.admin import BigTableAdmin, ReadOnlyAdmin
 from tenants.audit import Actor
 from tenants.context import tenant_context
 
@@ -56,3 +57,14 @@ class ExperimentAdmin(ReadOnlyAdmin):
         self.message_user(request, f"Decided {decided} test(s).", messages.SUCCESS)
         for reason in refused:
             self.message_user(request, f"Left {reason}", messages.WARNING)
+
+
+@admin.register(ChannelProfile)
+class ChannelProfileAdmin(BigTableAdmin):
+    """Each contact's engagement score per channel, as the daily recompute left it (analytics/preferred_channel.py)."""
+
+    list_display = ("id", "tenant", "contact_id", "best_channel", "email_score", "sms_score", "push_score",
+                    "messages_counted", "engagements_counted", "computed_at")  # fmt: skip
+    list_filter = ("tenant", "best_channel")
+    search_fields = ("=contact__id",)
+    search_help_text = "Exact contact id."

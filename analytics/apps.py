@@ -20,10 +20,12 @@ def _events(sender: Any, *, tenant_id: int, event_ids: list[int], **kwargs: Any)
     """Queue attribution when the tenant measures a goal (one small query otherwise)."""
     from analytics.tasks import attribute
     from campaigns.models import Campaign
+    from personalization.attribution import has_slot_clicks
     from tenants.context import tenant_context
 
     with tenant_context(tenant_id):
-        if not Campaign.objects.filter(tenant_id=tenant_id).exclude(goal_event="").exists():
+        goals = Campaign.objects.filter(tenant_id=tenant_id).exclude(goal_event="").exists()
+        if not goals and not has_slot_clicks(tenant_id):  # website slots credit conversions too (personalization)
             return
     for start in range(0, len(event_ids), 5_000):
         attribute.delay(tenant_id, event_ids[start : start + 5_000])

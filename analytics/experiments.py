@@ -41,7 +41,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, Exists, F, Max, OuterRef, Q, Value
+from django.db.models import Count, Exists, F, OuterRef, Q, Value
 from django.db.models.functions import Mod
 from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
@@ -49,6 +49,7 @@ from django.utils import timezone
 from analytics import stats
 from analytics.models import Conversion, Experiment, MessageEvent
 from campaigns.models import Campaign, CampaignChannel, CampaignRun, ChannelConfig, Delivery, Variant
+from campaigns.siblings import deliveries_move, sibling_create, variant_copy
 from campaigns.validation import REQUIRED_CONTENT
 from contacts.models import Contact
 from segmentor.celery import app, tenant_task
@@ -93,9 +94,6 @@ TESTED_WORDS: dict[str, str] = {
     Experiment.Tested.CHANNEL: "channel",
 }
 CHANNELS = frozenset(CampaignChannel.values)
-# What a channel test's sibling copies from its arm: everything but where the variant sits in its campaign.
-_NOT_COPIED = {"id", "tenant", "campaign", "position", "target", "target_segment", "target_stage", "weight"}
-ARM_COPY_FIELDS = tuple(f.name for f in Variant._meta.concrete_fields if f.name not in _NOT_COPIED)
 METRIC_WORDS: dict[str, str] = {
     Experiment.Metric.OPEN: "open rate",
     Experiment.Metric.CLICK: "click rate",
@@ -338,6 +336,10 @@ def experiment_configure(*, campaign: Campaign, settings: ExperimentSettings, ac
     locked = Campaign.objects.select_for_update().get(pk=campaign.pk)
     if locked.kind != Campaign.Kind.CAMPAIGN:
         raise ValidationError({"campaign": "A journey step is tested in its journey, not here."})
+    if locked.preferred_channel:
+        raise ValidationError(
+            {"campaign": "This campaign sends on each contact's preferred channel: choose one channel to A/B test it."}
+        )
     if locked.status not in (Campaign.Status.DRAFT, Campaign.Status.SCHEDULED, Campaign.Status.PAUSED):
         raise ValidationError({"status": "This campaign has started sending: its A/B test can no longer change."})
     experiment = (
@@ -526,31 +528,14 @@ def _sibling(experiment: Experiment, arm: Variant, channel: str) -> tuple[Campai
         else None
     )  # fmt: skip
     if copy is not None:
-        for name in ARM_COPY_FIELDS:
-            setattr(copy, name, getattr(arm, name))
-        copy.save(update_fields=list(ARM_COPY_FIELDS))
-        return copy.campaign, copy
+        return copy.campaign, variant_copy(variant=arm, sibling=copy.campaign, copy=copy)
     parent = Campaign.objects.get(tenant_id=tenant_id, pk=experiment.campaign_id)
     label = CampaignChannel(channel).label
-    sibling = Campaign.objects.get(tenant_id=tenant_id, pk=experiment.campaign_id)
-    sibling.pk = None
-    sibling._state.adding = True
-    # The journey kind keeps it out of the campaign pages, the API and the plan's campaign count, and
-    # its runs finish without touching a campaign status.
-    sibling.kind = Campaign.Kind.JOURNEY
-    sibling.channel = channel
-    sibling.status = Campaign.Status.DRAFT
-    sibling.name = f"{parent.name} · A/B test by {label}"[:200]
-    sibling.description = f"Sends “{arm.name}”, an arm of the channel test of campaign {parent.pk}, by {label}."
-    sibling.periodic_task = None
-    # Times are set on the campaign's run before its deliveries move here.
-    sibling.schedule, sibling.send_at, sibling.crontab, sibling.local_time = Campaign.Schedule.NOW, None, "", None
-    sibling.best_time = False
-    sibling.save()
-    copy = Variant(tenant_id=tenant_id, campaign=sibling, position=0, target=Variant.Target.DEFAULT, weight=100)
-    for name in ARM_COPY_FIELDS:
-        setattr(copy, name, getattr(arm, name))
-    copy.save()
+    sibling = sibling_create(
+        parent=parent, channel=channel, name=f"{parent.name} · A/B test by {label}",
+        description=f"Sends “{arm.name}”, an arm of the channel test of campaign {parent.pk}, by {label}.",
+    )  # fmt: skip
+    copy = variant_copy(variant=arm, sibling=sibling)
     logger.info(
         "experiment.sibling_created",
         extra={"tenant_id": tenant_id, "experiment_id": experiment.pk, "campaign_id": sibling.pk, "arm": arm.pk},
@@ -560,16 +545,9 @@ def _sibling(experiment: Experiment, arm: Variant, channel: str) -> tuple[Campai
 
 def _move(deliveries: Any, sibling: Campaign, copy: Variant, scheduled_for: dt.datetime) -> CampaignRun:
     """Move ``deliveries`` (their times kept) to a new run of ``sibling`` with its variant; send it after commit."""
-    runs = CampaignRun.objects.filter(tenant_id=sibling.tenant_id, campaign=sibling)
-    while runs.filter(scheduled_for=scheduled_for).exists():  # one run per occurrence: the next microsecond
-        scheduled_for += dt.timedelta(microseconds=1)
-    number = (runs.aggregate(n=Max("number"))["n"] or 0) + 1
-    run = CampaignRun.objects.create(
-        tenant_id=sibling.tenant_id, campaign=sibling, number=number, scheduled_for=scheduled_for,
-        status=CampaignRun.Status.SENDING, started_at=timezone.now(),
-    )  # fmt: skip
-    moved = deliveries.update(run_id=run.pk, variant_id=copy.pk)
-    CampaignRun.objects.filter(pk=run.pk).update(audience_size=moved)
+    run = deliveries_move(
+        deliveries=deliveries, sibling=sibling, variants={copy.copy_of_id or 0: copy.pk}, scheduled_for=scheduled_for
+    )
     tenant_id, run_id = run.tenant_id, run.pk
     transaction.on_commit(lambda: _send_run(tenant_id, run_id))
     return run

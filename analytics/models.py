@@ -120,6 +120,34 @@ class SendTimeBaseline(TenantOwnedModel):
         return f"tenant {self.tenant_id}: hour {self.best_hour_of_week} of the week"
 
 
+class ChannelProfile(TenantOwnedModel):
+    """How much a contact engages on each channel: a recency-weighted engagement rate per message
+    received (analytics/preferred_channel.py), kept by a periodic recompute, read by the snapshot of a
+    preferred-channel campaign in the same statement. Contacts with no message or engagement in the
+    window have no row (every score 0)."""
+
+    id = models.BigAutoField(primary_key=True)
+    # Rewritten in bulk by the periodic recompute: no constraint triggers (the ORM cascades).
+    tenant = unchecked_foreign_key(Tenant)
+    contact = unchecked_foreign_key("contacts.Contact")
+    # Engagement per message received on the channel, recency-weighted and shrunk towards 0 (0 ≤ score < 1).
+    email_score = models.FloatField(default=0)
+    sms_score = models.FloatField(default=0)
+    push_score = models.FloatField(default=0)
+    # The channel with the highest score whatever the consent ("" when every score is 0).
+    best_channel = models.CharField(max_length=10, blank=True)
+    # What the scores rest on, unweighted: messages received and engaged with in the window (all channels).
+    messages_counted = models.PositiveIntegerField(default=0)
+    engagements_counted = models.PositiveIntegerField(default=0)
+    computed_at = models.DateTimeField()
+
+    class Meta(TenantOwnedModel.Meta):
+        constraints = [models.UniqueConstraint(fields=["tenant", "contact"], name="channel_profile_unique_contact")]
+
+    def __str__(self) -> str:
+        return f"contact {self.contact_id}: {self.best_channel or 'no engagement'}"
+
+
 class Experiment(TenantOwnedModel):
     """An A/B/n test of a campaign's variants that share one target (the control's), with an automatic winner.
 

@@ -486,6 +486,8 @@ class CampaignResults:
     series: list[DayPoint]
     as_of: dt.datetime | None
     stages_as_of: dt.datetime | None = None
+    # By the channel each message went by (a preferred-channel campaign's siblings' included).
+    channels: list[Row] = field(default_factory=list)
 
 
 def _series(facts: Mapping[FactKey, Kpis], days: Sequence[dt.date] | None = None) -> list[DayPoint]:
@@ -519,11 +521,31 @@ def _variant_rows(facts: Mapping[FactKey, Kpis], variants: Mapping[int, Variant]
     return rows
 
 
+def _sibling_variants(tenant: Tenant, campaign: Campaign) -> tuple[dict[int, Campaign], dict[int, int]]:
+    """A campaign's hidden siblings (its messages on other channels: campaigns/siblings.py) by id, and each of
+    their variant copies' ids → the campaign's variant it copies."""
+    siblings = {c.pk: c for c in Campaign.objects.filter(tenant_id=tenant.pk, sibling_of_id=campaign.pk)}
+    copies = dict(
+        Variant.objects.filter(tenant_id=tenant.pk, campaign_id__in=list(siblings), copy_of__isnull=False).values_list(
+            "pk", "copy_of_id"
+        )
+    )
+    return siblings, copies
+
+
 def campaign_results(*, campaign: Campaign, with_stages: bool = True) -> CampaignResults:
-    """Everything the results page and the API show for one campaign, all runs together."""
+    """Everything the results page and the API show for one campaign, all runs together (its messages on
+    each contact's preferred channel included: they are its siblings', counted as its own)."""
     tenant = campaign.tenant
-    costs = _campaign_costs(tenant, [campaign.pk])
-    facts = _facts(tenant, campaign_ids=[campaign.pk], by_day=True, costs=costs)
+    siblings, copies = _sibling_variants(tenant, campaign)
+    family = [campaign.pk, *siblings]
+    costs = _campaign_costs(tenant, family)
+    by_campaign = _facts(tenant, campaign_ids=family, by_day=True, costs=costs)
+    channels = channel_rows(by_campaign, {campaign.pk: campaign, **siblings}) if siblings else []
+    # The siblings' messages as the campaign's, each copy as the variant it copies.
+    facts: dict[FactKey, Kpis] = defaultdict(Kpis)
+    for (_campaign_id, variant_id, day), kpis in by_campaign.items():
+        facts[(campaign.pk, copies.get(variant_id, variant_id), day)] += kpis
     totals = replace(_total(facts), cost=campaign.cost)
     variants = _campaign_variants(tenant, [campaign.pk])
     # Deliveries of deleted variants (variant 0) have no Variant: they show as "no variant".
@@ -533,11 +555,12 @@ def campaign_results(*, campaign: Campaign, with_stages: bool = True) -> Campaig
         totals=totals,
         variants=_variant_rows(facts, variants),
         targets=targets,
-        stages=stage_rows(tenant=tenant, campaign_ids=[campaign.pk], costs=costs) if with_stages else [],
+        stages=stage_rows(tenant=tenant, campaign_ids=family, costs=costs) if with_stages else [],
         comparison=targeting_comparison(targets),
         series=_series(facts),
         as_of=figures_as_of(tenant=tenant),
-        stages_as_of=stages_as_of(tenant=tenant, campaign_ids=[campaign.pk]) if with_stages else None,
+        stages_as_of=stages_as_of(tenant=tenant, campaign_ids=family) if with_stages else None,
+        channels=channels,
     )
 
 
@@ -555,9 +578,14 @@ class JourneyResults:
 def journey_step_campaigns(*, journey: Journey) -> dict[int, Step]:
     """Campaign id → the send step that owns it, over every version of the journey."""
     steps = Step.objects.filter(tenant_id=journey.tenant_id, version__journey=journey, campaign__isnull=False)
-    return {
+    owners = {
         s.campaign_id: s for s in steps.select_related("version", "campaign").order_by("version__number", "position")
     }
+    # A step on each contact's preferred channel sends on its other channels through sibling campaigns.
+    siblings = Campaign.objects.filter(tenant_id=journey.tenant_id, sibling_of_id__in=list(owners))
+    for pk, parent in siblings.values_list("pk", "sibling_of_id"):
+        owners[pk] = owners[parent]
+    return owners
 
 
 def journey_results(
@@ -623,7 +651,7 @@ def channel_rows(facts: Mapping[FactKey, Kpis], campaigns: Mapping[int, Campaign
 
 def _campaign_map(tenant: Tenant, ids: Iterable[int]) -> dict[int, Campaign]:
     return {c.pk: c for c in Campaign.objects.filter(tenant_id=tenant.pk, pk__in=sorted(set(ids))).only(
-        "pk", "tenant_id", "name", "channel", "kind", "cost"
+        "pk", "tenant_id", "name", "channel", "kind", "cost", "sibling_of_id"
     )}  # fmt: skip
 
 
@@ -687,13 +715,16 @@ def dashboard(*, tenant: Tenant, period: Period, min_delivered: int = TOP_SEGMEN
     facts = _facts(tenant, period=period, by_day=True)
     flat: dict[FactKey, Kpis] = _group(facts, lambda key: (key[0], key[1], None))
     campaigns = _campaign_map(tenant, (key[0] for key in flat))
+    # A sibling's messages (a campaign's on another channel: campaigns/siblings.py) count as its campaign's.
+    parents = {pk: c.sibling_of_id for pk, c in campaigns.items() if c.sibling_of_id is not None}
+    campaigns.update(_campaign_map(tenant, set(parents.values()) - set(campaigns)))
     owners = {
         s["campaign_id"]: s
         for s in Step.objects.filter(tenant_id=tenant.pk, campaign_id__in=list(campaigns)).values(
             "campaign_id", "version__journey_id", "version__journey__name"
         )
     }
-    by_campaign = _group(flat, lambda key: key[0])
+    by_campaign = _group(flat, lambda key: parents.get(key[0], key[0]))
     campaign_rows = [
         Row(str(pk), campaigns[pk].name, kpis, {"campaign_id": pk, "channel": campaigns[pk].channel})
         for pk, kpis in by_campaign.items()

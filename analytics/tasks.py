@@ -9,7 +9,14 @@ from tenants.models import Tenant
 
 @tenant_task()
 def attribute(tenant_id: int, event_ids: list[int]) -> int:
-    return conversions_attribute(tenant=Tenant.objects.get(pk=tenant_id), event_ids=event_ids)
+    from personalization.attribution import slot_conversions_attribute
+
+    tenant = Tenant.objects.get(pk=tenant_id)
+    credited = conversions_attribute(tenant=tenant, event_ids=event_ids)
+    # Website slots credit the same events to their own last click (personalization/attribution.py),
+    # after the messages' credit is stored.
+    slot_conversions_attribute(tenant=tenant, event_ids=event_ids)
+    return credited
 
 
 @tenant_task()
@@ -26,6 +33,23 @@ def send_time_recompute_all() -> int:
     ids = list(Tenant.objects.values_list("pk", flat=True))
     for tenant_id in ids:
         send_time_recompute.delay(tenant_id)
+    return len(ids)
+
+
+@tenant_task()
+def channel_profiles_recompute(tenant_id: int) -> int:
+    """Recompute the tenant's preferred-channel profiles; return how many contacts have one."""
+    from analytics.preferred_channel import channel_profiles_compute
+
+    return channel_profiles_compute(tenant=Tenant.objects.get(pk=tenant_id)).contacts
+
+
+@app.task
+def channel_profiles_recompute_all() -> int:
+    """Beat tick (daily): one preferred-channel recompute per tenant."""
+    ids = list(Tenant.objects.values_list("pk", flat=True))
+    for tenant_id in ids:
+        channel_profiles_recompute.delay(tenant_id)
     return len(ids)
 
 

@@ -243,6 +243,7 @@ class CampaignResultsCsvView(CampaignResultsView):
             "stages": lambda: row_lines(results.stages),
             "targeting": lambda: comparison_lines(results.comparison),
             "series": lambda: series_lines(results.series),
+            "channels": lambda: row_lines(results.channels),
         }
         return _table(request, tables, f"campaign-{campaign.pk}")
 

@@ -38,6 +38,7 @@ from campaigns.validation import (
     NO_SEGMENT,
     channel_settings_errors,
     crontab_check,
+    preferred_channel_errors,
     schedule_errors,
     variant_templates_check,
 )
@@ -172,15 +173,20 @@ class CampaignAdminForm(forms.ModelForm):
         fields = (
             "tenant", "name", "description", "channel", "purpose", "goal_event", "attribution_window_hours", "cost",
             "throttle_per_minute", "schedule", "send_at", "crontab", "local_time", "sender_name", "sender_email",
-            "reply_to", "sms_sender", "webhook_url",
+            "reply_to", "sms_sender", "webhook_url", "preferred_channel", "preferred_channels",
         )  # fmt: skip
+        help_texts = {
+            "preferred_channels": 'A JSON list, in the order used without engagement, e.g. ["email", "sms"]; the '
+            "campaign's channel becomes the first.",
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.instance.pk is not None and "tenant" in self.fields:  # absent when shown read-only
             self.fields["tenant"].disabled = True  # a campaign stays with its tenant
             if self.instance.status != Campaign.Status.DRAFT:
-                self.fields["channel"].disabled = True
+                for name in ("channel", "preferred_channel", "preferred_channels"):
+                    self.fields[name].disabled = True
 
     def clean_crontab(self) -> str:
         value = self.cleaned_data.get("crontab", "")
@@ -203,6 +209,13 @@ class CampaignAdminForm(forms.ModelForm):
             )  # fmt: skip
             for name, messages_ in errors.items():
                 self.add_error(name, messages_)
+        preferred = bool(cleaned.get("preferred_channel"))
+        channels = cleaned.get("preferred_channels") or []
+        found = preferred_channel_errors(preferred=preferred, channels=channels)
+        for name, messages_ in found.items():
+            self.add_error(name, messages_)
+        if preferred and not found:
+            cleaned["channel"] = channels[0]  # the campaign sends on the first, its siblings on the others
         return cleaned
 
 
@@ -219,6 +232,7 @@ class CampaignAdmin(PlatformAdmin):
     readonly_fields = ("status", "periodic_task", "created_by", "created_at", "updated_at", "runs_link")
     fieldsets = (
         (None, {"fields": ("tenant", "name", "description", "channel", "status", "runs_link")}),
+        ("Preferred channel", {"fields": ("preferred_channel", "preferred_channels")}),
         ("Consent and measurement", {"fields": ("purpose", "goal_event", "attribution_window_hours", "cost",
                                                 "throttle_per_minute")}),
         ("Schedule", {"fields": ("schedule", "send_at", "crontab", "local_time", "periodic_task")}),
@@ -338,7 +352,7 @@ class CampaignRunAdmin(ReadOnlyAdmin):
 @admin.register(Delivery)
 class DeliveryAdmin(BigTableAdmin):
     list_display = ("id", "tenant", "run_id", "contact_id", "variant_id", "status", "skip_reason", "attempts",
-                    "sent_at")  # fmt: skip
+                    "sent_at", "chosen_channel", "channel_reason")  # fmt: skip
     list_filter = ("tenant", "status", "skip_reason")
     search_fields = ("=run__id", "=contact__id", "=provider_message_id")
     search_help_text = "Exact run id, contact id or provider message id."

@@ -7,6 +7,7 @@ past, a crontab that does not parse); campaigns/services.py owns the rules about
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any, cast
 
 from cron_descriptor import get_description
@@ -20,7 +21,16 @@ from campaigns.channels.base import sms_segments
 from campaigns.models import Campaign, CampaignChannel, Delivery, Variant
 from campaigns.scheduling import tenant_zone
 from campaigns.services import attribute_keys
-from campaigns.validation import REQUIRED_CONTENT, TEMPLATE_FIELDS, template_fields, variant_templates_check
+from campaigns.validation import (
+    CHANNEL_TEMPLATE_FIELDS,
+    PREFERRED,
+    PREFERRED_CHOICES,
+    REQUIRED_CONTENT,
+    TEMPLATE_FIELDS,
+    campaign_channels,
+    template_fields,
+    variant_templates_check,
+)
 from contacts.models import Contact, LifecycleStage
 from contacts.selectors import purpose_label
 from segments.models import Segment
@@ -109,8 +119,52 @@ class CampaignFilterForm(forms.Form):
 
 
 # --- step 1: basics ------------------------------------------------------------------------------
+PREFERRED_LABELS = [(c, CampaignChannel(c).label) for c in PREFERRED_CHOICES]
+CHANNEL_CHOICES = [*CampaignChannel.choices, (PREFERRED, "Each contact's preferred channel")]
+
+
+def preferred_channels_field() -> forms.MultipleChoiceField:
+    return forms.MultipleChoiceField(
+        choices=PREFERRED_LABELS, required=False, widget=forms.CheckboxSelectMultiple,
+        label="Channels it may choose", help_text="Two or three; each variant gets content for each of them.",
+    )  # fmt: skip
+
+
+def preferred_first_field() -> forms.ChoiceField:
+    return forms.ChoiceField(
+        choices=[("", "—"), *PREFERRED_LABELS], required=False, label="Without engagement, send by",
+        help_text="For contacts who have not engaged yet (the others follow in this order: email, SMS, push).",
+    )  # fmt: skip
+
+
+def preferred_order(form: forms.BaseForm, chosen_name: str, first_name: str) -> list[str] | None:
+    """The channels of "each contact's preferred channel" in order: the one chosen first, then the others in
+    their usual order; None (with the form's errors) when fewer than two are chosen or the first is not one."""
+    chosen = form.cleaned_data.get(chosen_name) or []
+    first = form.cleaned_data.get(first_name) or ""
+    if len(chosen) < 2:
+        form.add_error(chosen_name, "Choose at least two channels to choose from.")
+        return None
+    if first and first not in chosen:
+        form.add_error(first_name, "Choose one of the channels it may choose.")
+        return None
+    return channel_order(chosen, first)
+
+
+def channel_order(chosen: Sequence[str], first: str) -> list[str]:
+    """The chosen channels in the order used without engagement: ``first``, then the others in their usual order."""
+    order = [first] if first in chosen else []
+    return order + [c for c in PREFERRED_CHOICES if c in chosen and c not in order]
+
+
 class BasicsForm(forms.ModelForm):
     purpose = forms.ChoiceField(help_text="Consent for this channel and purpose is checked at the moment of sending.")
+    channel = forms.ChoiceField(
+        choices=CHANNEL_CHOICES,
+        help_text="The preferred channel is the one each contact engages with most among those they consented to.",
+    )
+    preferred_channels = preferred_channels_field()
+    preferred_first = preferred_first_field()
 
     class Meta:
         model = Campaign
@@ -143,8 +197,26 @@ class BasicsForm(forms.ModelForm):
         _choices(self, "purpose", [(p, purpose_label(p)) for p in purposes])
         self.fields["attribution_touch"].required = False  # blank: after a click, the default
         self.fields["attribution_window_hours"].widget.attrs["max"] = 24 * 90
+        if self.instance.pk and self.instance.preferred_channel:
+            channels = list(self.instance.preferred_channels or [])
+            self.initial.update(
+                channel=PREFERRED, preferred_channels=channels, preferred_first=channels[0] if channels else ""
+            )
         if self.instance.pk and self.instance.status != Campaign.Status.DRAFT:
-            self.fields["channel"].disabled = True
+            for name in ("channel", "preferred_channels", "preferred_first"):
+                self.fields[name].disabled = True
+
+    def clean(self) -> dict[str, Any]:
+        """ "Each contact's preferred channel" is the campaign's channel options: the first one chosen, then the
+        others in their usual order; the campaign's channel is the first."""
+        data = super().clean() or {}
+        if data.get("channel") != PREFERRED:
+            data["preferred_channel"] = False
+            data.pop("preferred_channels", None)
+        elif (order := preferred_order(self, "preferred_channels", "preferred_first")) is not None:
+            data.update(channel=order[0], preferred_channel=True, preferred_channels=order)
+        data.pop("preferred_first", None)
+        return data
 
     def clean_attribution_touch(self) -> str:
         return self.cleaned_data.get("attribution_touch") or Campaign.AttributionTouch.CLICK
@@ -214,7 +286,7 @@ class SenderForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        shown = set(SENDER_FIELDS.get(self.instance.channel, ()))
+        shown = {name for channel in campaign_channels(self.instance) for name in SENDER_FIELDS.get(channel, ())}
         for name in list(self.fields):
             if name not in shown:
                 del self.fields[name]
@@ -291,11 +363,18 @@ class VariantForm(forms.ModelForm):
         segment_field.required = False
         _choices(self, "target_stage", [("", "—"), *LifecycleStage.choices])
         self.fields["weight"].widget.attrs.update({"min": 1, "max": 1000})
-        shown = {*template_fields(campaign.channel), "name", "target", "target_segment", "target_stage", "weight"}
+        self.channels = campaign_channels(campaign)
+        content = {name for channel in self.channels for name in template_fields(channel)}
+        shown = {*content, "name", "target", "target_segment", "target_stage", "weight"}
         for name in list(self.fields):
             if name not in shown:
                 del self.fields[name]
-        if campaign.channel == CampaignChannel.SMS:
+        if len(self.channels) > 1:
+            # Each contact's preferred channel: one message per channel, labelled by it.
+            for channel in self.channels:
+                for name in CHANNEL_TEMPLATE_FIELDS.get(channel, ()):
+                    self.fields[name].label = f"{CampaignChannel(channel).label}: {self.fields[name].label}"
+        if "sms_body" in self.fields:
             self.fields["sms_body"].help_text = "Reply STOP to opt out is added at the end."
         self.fields["cta_label"].widget.attrs["data-cta-label"] = ""
         self.fields["target_stage"].widget.attrs["data-cta-stage"] = ""
@@ -340,9 +419,11 @@ class VariantForm(forms.ModelForm):
                 self.warnings.append(f"Message: {warning}")
 
     def _check_required(self, data: dict[str, Any]) -> None:
-        for names, message in REQUIRED_CONTENT.get(self.campaign.channel, ()):
-            if not any(data.get(name) for name in names) and not any(name in self.errors for name in names):
-                self.add_error(names[0], message)
+        many = len(self.channels) > 1
+        for channel in self.channels:
+            for names, message in REQUIRED_CONTENT.get(channel, ()):
+                if not any(data.get(name) for name in names) and not any(name in self.errors for name in names):
+                    self.add_error(names[0], f"{CampaignChannel(channel).label}: {message}" if many else message)
 
 
 class PreviewContactForm(forms.Form):

@@ -79,6 +79,21 @@ class Campaign(TenantOwnedModel):
         help_text="Within the 24 hours after the send starts, each message waits for the hour its recipient "
         "usually opens and clicks in (not with a local-time schedule).",
     )  # fmt: skip
+    # Preferred channel (analytics/preferred_channel.py): each contact gets the message on the channel of
+    # ``preferred_channels`` they engage with most among those they consented to; ``channel`` is the first.
+    preferred_channel = models.BooleanField(
+        default=False, verbose_name="Send on each contact's preferred channel",
+        help_text="Each contact gets the message on the channel they engage with most among those they consented "
+        "to; without engagement, the first of the channels in order.",
+    )  # fmt: skip
+    preferred_channels = models.JSONField(
+        default=list, blank=True, help_text="The channels it may choose, in the order used without engagement."
+    )
+    # A hidden campaign (kind "journey") sending this campaign's messages on another channel (its preferred
+    # channel option, campaigns/siblings.py): its runs belong to the parent's.
+    sibling_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="siblings", editable=False
+    )
     # Sender (the tenant's defaults when blank).
     sender_name = models.CharField(max_length=120, blank=True)
     sender_email = models.EmailField(blank=True)
@@ -99,6 +114,14 @@ class Campaign(TenantOwnedModel):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def channel_label(self) -> str:
+        """The channel in words: "SMS", or "Preferred channel: Email, SMS" (in the order used without engagement)."""
+        if not self.preferred_channel:
+            return str(self.get_channel_display())
+        labels = dict(CampaignChannel.choices)
+        return "Preferred channel: " + ", ".join(str(labels.get(c, c)) for c in self.preferred_channels or [])
 
 
 class CampaignAudience(TenantOwnedModel):
@@ -149,6 +172,10 @@ class Variant(TenantOwnedModel):
     # Call to action
     cta_label = models.CharField(max_length=100, blank=True)
     cta_url = models.CharField(max_length=500, blank=True)
+    # A hidden sibling campaign's copy of this variant of its parent (campaigns/siblings.py).
+    copy_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
 
     class Meta(TenantOwnedModel.Meta):
         indexes = [models.Index(fields=["tenant", "campaign", "position"], name="variant_campaign_position")]
@@ -175,6 +202,10 @@ class CampaignRun(TenantOwnedModel):
     audience_size = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A hidden sibling campaign's run: the run of the parent campaign whose contacts it sends on its channel.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="+", editable=False
+    )
 
     class Meta(TenantOwnedModel.Meta):
         constraints = [
@@ -201,6 +232,14 @@ class Delivery(TenantOwnedModel):
         SKIPPED = "skipped", "Skipped"
         FAILED = "failed", "Failed"
 
+    class ChannelReason(models.TextChoices):
+        """Why a preferred-channel campaign chose the delivery's channel (analytics/preferred_channel.py)."""
+
+        MOST_ENGAGED = "most_engaged", "Most engaged"
+        ONLY_CONSENTED = "only_consented", "Only consented channel"
+        NO_ENGAGEMENT = "no_engagement", "No engagement yet: the channel order"
+        NO_CONSENT = "no_consent", "No consented channel"
+
     class SkipReason(models.TextChoices):
         NO_CONSENT = "no_consent", "No consent"
         SUPPRESSED = "suppressed", "Suppressed"
@@ -226,6 +265,19 @@ class Delivery(TenantOwnedModel):
     sent_at = models.DateTimeField(null=True, blank=True)
     provider_message_id = models.CharField(max_length=200, blank=True)
     error = models.TextField(blank=True)
+    # Preferred-channel campaigns: the channel chosen for the contact at the snapshot, why, and the
+    # engagement score of each channel they could get it on, in thousandths (null: not one of them, or
+    # not such a campaign). Database defaults, so statements that do not name them (the snapshot) need not.
+    chosen_channel = models.CharField(
+        max_length=10, choices=CampaignChannel.choices, blank=True, default="", db_default=""
+    )
+    channel_reason = models.CharField(
+        max_length=20, choices=ChannelReason.choices, blank=True, default="", db_default=""
+    )
+    # Small integers: cheaper for the snapshot to build and store than a JSON document per delivery.
+    score_email = models.PositiveSmallIntegerField(null=True, blank=True)
+    score_sms = models.PositiveSmallIntegerField(null=True, blank=True)
+    score_push = models.PositiveSmallIntegerField(null=True, blank=True)
 
     class Meta(TenantOwnedModel.Meta):
         constraints = [models.UniqueConstraint(fields=["tenant", "run", "contact"], name="delivery_unique_contact")]
@@ -242,6 +294,23 @@ class Delivery(TenantOwnedModel):
 
     def __str__(self) -> str:
         return f"delivery {self.pk} ({self.status})"
+
+    @property
+    def channel_scores(self) -> dict[str, float] | None:
+        """The scores the choice compared: channel → score (0 to 1), for the channels it could go by."""
+        if not self.channel_reason:
+            return None
+        found = {
+            c: getattr(self, f"score_{c}") for c in (CampaignChannel.EMAIL, CampaignChannel.SMS, CampaignChannel.PUSH)
+        }
+        return {c: value / 1000 for c, value in found.items() if value is not None}
+
+    @property
+    def channel_reason_text(self) -> str:
+        """Why a preferred-channel campaign chose this delivery's channel, in words ("" otherwise)."""
+        from analytics.preferred_channel import reason_text
+
+        return reason_text(self.chosen_channel, self.channel_reason, self.channel_scores)
 
 
 class ContactPause(TenantOwnedModel):

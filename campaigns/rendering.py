@@ -16,21 +16,28 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
+import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from html.parser import HTMLParser
 from typing import Any
 
-from liquid import Environment
-from liquid.exceptions import LiquidError, LiquidSyntaxError
+from liquid import BoundTemplate, Environment, RenderContext
+from liquid.exceptions import FilterError, LiquidError, LiquidSyntaxError, ResourceLimitError
+from liquid.token import Token
 
 from contacts.fields import CONTACT_FIELDS
 
 MAX_OUTPUT_CHARS = 500_000
-MAX_LOOP_ITERATIONS = 1_000
+MAX_LOOP_ITERATIONS = 1_000  # nested loops multiply: (1..100) inside (1..100) is 10,000
 MAX_TEMPLATE_CHARS = 200_000
+# One render as a whole: every loop together, the size of any value a filter makes, the time.
+MAX_RENDER_ITERATIONS = 10_000
+MAX_VALUE_CHARS = MAX_OUTPUT_CHARS
+MAX_VALUE_ITEMS = 10_000
+MAX_RENDER_SECONDS = 2.0
 # What a template may name besides the contact's own fields and attributes.
 CONTACT_EXTRA = ("full_name", "lifecycle_stage", "order_count", "total_revenue", "last_order_at", "id")
 OTHER_ROOTS = {
@@ -45,11 +52,108 @@ UNSAFE_TAGS = ("include", "render")
 UNSAFE_FILTERS = ("safe",)
 
 
+class TemplateLimitError(ResourceLimitError):
+    """A render went past one of the limits of the whole render (iterations, value size, time)."""
+
+
+class _Budget:
+    """What one render may still spend, shared by every context the render copies."""
+
+    __slots__ = ("deadline", "iterations")
+
+    def __init__(self) -> None:
+        self.iterations = 0
+        self.deadline = time.monotonic() + MAX_RENDER_SECONDS
+
+    def spend(self, iterations: int, token: Token | None) -> None:
+        self.iterations += iterations
+        if self.iterations > MAX_RENDER_ITERATIONS:
+            raise TemplateLimitError(
+                f"loop iteration limit reached: at most {MAX_RENDER_ITERATIONS:,} loop iterations in one message",
+                token=token,
+            )
+        self.check_time(token)
+
+    def check_time(self, token: Token | None) -> None:
+        if time.monotonic() > self.deadline:
+            raise TemplateLimitError(
+                f"time limit reached: a message must render within {MAX_RENDER_SECONDS:g} s", token=token
+            )
+
+
+def _too_big(value: Any) -> str | None:
+    if isinstance(value, str) and len(value) > MAX_VALUE_CHARS:
+        return f"a text of more than {MAX_VALUE_CHARS:,} characters"
+    if isinstance(value, list | tuple | range | dict) and len(value) > MAX_VALUE_ITEMS:
+        return f"more than {MAX_VALUE_ITEMS:,} items"
+    return None
+
+
+def _predicted_chars(name: str, left: Any, args: tuple[Any, ...]) -> int:
+    """How long the text of a multiplying filter will be, before it is made (replace, join)."""
+    if name in ("replace", "replace_first", "replace_last") and args:
+        text, old, new = str(left), str(args[0]), str(args[1]) if len(args) > 1 else ""
+        times = (text.count(old) if old else len(text) + 1) if name == "replace" else 1
+        return len(text) + times * max(0, len(new) - len(old))
+    if name == "join" and isinstance(left, list | tuple | range):
+        separator = str(args[0]) if args else " "
+        return len(left) * len(separator)
+    return 0
+
+
+class _BudgetedContext(RenderContext):
+    """A render context that counts every loop of the render and guards every filter call.
+
+    Liquid's own limits see one loop nest at a time; a template of five thousand loops in a row,
+    or of filters that multiply text (``replace``, ``join`` over a huge range), passes them and
+    still takes a worker for minutes. Any other error a filter raises (a NaN rounded, a date out
+    of range) becomes a template error with its line, never an exception the caller did not expect.
+    """
+
+    def __init__(self, template: BoundTemplate, **kwargs: Any) -> None:
+        super().__init__(template, **kwargs)
+        parent = kwargs.get("parent_context")
+        self.budget: _Budget = parent.budget if isinstance(parent, _BudgetedContext) else _Budget()
+
+    def raise_for_loop_limit(self, length: int = 1) -> None:
+        super().raise_for_loop_limit(length)
+        self.budget.spend(length, None)
+
+    def filter(self, name: str, token: Token | None) -> Callable[..., object]:
+        function = super().filter(name, token)
+        budget = self.budget
+
+        def guarded(left: Any, *args: Any, **kwargs: Any) -> object:
+            budget.check_time(token)
+            for value in (left, *args):
+                if (problem := _too_big(value)) is not None:
+                    raise TemplateLimitError(f"{name}: the value has {problem}", token=token)
+            if _predicted_chars(name, left, args) > MAX_VALUE_CHARS:
+                too_long = f"{name}: the result would be longer than {MAX_VALUE_CHARS:,} characters"
+                raise TemplateLimitError(too_long, token=token)
+            try:
+                result = function(left, *args, **kwargs)
+            except LiquidError:
+                raise
+            except Exception as error:  # any failure of a filter is the template's error
+                raise FilterError(f"{name}: {error}", token=token) from error
+            if (problem := _too_big(result)) is not None:
+                raise TemplateLimitError(f"{name}: the result has {problem}", token=token)
+            return result
+
+        return guarded
+
+
+class _BudgetedTemplate(BoundTemplate):
+    context_class = _BudgetedContext
+
+
 class _Sandbox(Environment):
     loop_iteration_limit = MAX_LOOP_ITERATIONS
     output_stream_limit = MAX_OUTPUT_CHARS
     context_depth_limit = 10
     local_namespace_limit = 10_000
+    template_class = _BudgetedTemplate
 
     def setup_tags_and_filters(self, *, extra: bool = False) -> None:
         super().setup_tags_and_filters(extra=extra)
@@ -156,7 +260,7 @@ def _read_paths(source: str, html_output: bool) -> tuple[tuple[str, ...], ...] |
 
 
 def _frozen(value: Any) -> Any:
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):  # a dict, or the ContactView of a template that reads the whole contact
         return tuple(sorted((str(k), _frozen(v)) for k, v in value.items()))
     if isinstance(value, list | tuple):
         return tuple(_frozen(v) for v in value)

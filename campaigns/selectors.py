@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, ExpressionWrapper, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
 from campaigns import sending
@@ -34,8 +34,9 @@ def campaign_list(
 
 
 def delivery_list(*, run: CampaignRun, status: str | None = None, skip_reason: str | None = None) -> QuerySet[Delivery]:
-    """A run's deliveries in id order, with the contact's email and phone and the variant's name (the log)."""
-    deliveries = Delivery.objects.filter(tenant_id=run.tenant_id, run=run)
+    """A run's deliveries in id order (its siblings' runs' too: campaigns/siblings.py), with the contact's email and
+    phone and the variant's name (the log)."""
+    deliveries = Delivery.objects.filter(tenant_id=run.tenant_id, run_id__in=sending.run_family(run))
     if status:
         deliveries = deliveries.filter(status=status)
     if skip_reason:
@@ -55,6 +56,11 @@ def delivery_list(*, run: CampaignRun, status: str | None = None, skip_reason: s
             "sent_at",
             "provider_message_id",
             "error",
+            "chosen_channel",
+            "channel_reason",
+            "score_email",
+            "score_sms",
+            "score_push",
             "tenant_id",
             "contact__id",
             "contact__email",
@@ -79,16 +85,20 @@ def campaign_runs(*, campaign: Campaign) -> QuerySet[CampaignRun]:
     )
 
 
-def _delivery_count(tenant_id: int, status: str) -> Coalesce:
-    """Deliveries of the outer run in one status (Delivery has no reverse accessor on CampaignRun)."""
-    rows = (
-        Delivery.objects.filter(tenant_id=tenant_id, run_id=OuterRef("pk"), status=status)
-        .order_by()
-        .values("run_id")
-        .annotate(n=Count("pk"))
-        .values("n")
+def _delivery_count(tenant_id: int, status: str) -> Any:
+    """Deliveries of the outer run in one status, its siblings' runs' included (campaigns/siblings.py).
+
+    (Delivery has no reverse accessor on CampaignRun.) Two subqueries, not an OR: each one is an index
+    lookup by run."""
+    own = Delivery.objects.filter(tenant_id=tenant_id, run_id=OuterRef("pk"), status=status)
+    split = Delivery.objects.filter(
+        tenant_id=tenant_id, run__tenant_id=tenant_id, run__parent_id=OuterRef("pk"), status=status
     )
-    return Coalesce(Subquery(rows, output_field=IntegerField()), 0)
+    counts = [
+        Coalesce(Subquery(rows.order_by().values("tenant_id").annotate(n=Count("pk")).values("n")), 0)
+        for rows in (own, split)
+    ]
+    return ExpressionWrapper(counts[0] + counts[1], output_field=IntegerField())
 
 
 def campaign_rows(tenant: Tenant, *, q: str = "", status: str = "", channel: str = "") -> list[dict[str, Any]]:
@@ -121,12 +131,18 @@ def campaign_rows(tenant: Tenant, *, q: str = "", status: str = "", channel: str
 def _sent_counts(tenant: Tenant, run_ids: list[int]) -> dict[int, int]:
     if not run_ids:
         return {}
+    # A sibling's run counts for the run it was split from (campaigns/siblings.py).
+    split = dict(CampaignRun.objects.filter(tenant=tenant, parent_id__in=run_ids).values_list("pk", "parent_id"))
     rows = (
-        Delivery.objects.filter(tenant=tenant, run_id__in=run_ids, status=Delivery.Status.SENT)
+        Delivery.objects.filter(tenant=tenant, run_id__in=[*run_ids, *split], status=Delivery.Status.SENT)
         .values("run_id")
         .annotate(n=Count("id"))
     )
-    return {row["run_id"]: row["n"] for row in rows}
+    counts: dict[int, int] = {}
+    for row in rows:
+        owner = split.get(row["run_id"], row["run_id"])
+        counts[owner] = counts.get(owner, 0) + row["n"]
+    return counts
 
 
 def _included_sizes(tenant: Tenant, campaign_ids: list[int]) -> dict[int, int]:

@@ -31,6 +31,7 @@ import hashlib
 import html as html_lib
 import logging
 import re
+import time
 import uuid
 import weakref
 import zoneinfo
@@ -42,12 +43,14 @@ from urllib.parse import quote
 
 import orjson
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Case, Count, Exists, F, IntegerField, Max, Min, OuterRef, Q, Value, When
 from django.db.models.functions import Mod
 from django.utils import timezone
 
 from analytics.experiments import experiment_hold
+from analytics.preferred_channel import CHANNELS as PREFERRED_CHANNELS
+from analytics.preferred_channel import choice_sql, routes_prepare, routes_settle, run_counts
 from analytics.send_time import apply_best_times
 from analytics.tracking import with_tracking
 from campaigns.channels.base import (
@@ -78,6 +81,7 @@ from campaigns.rendering import RenderError, contact_context, message_context, r
 from contacts.bulk_sql import bulk_insert_rows
 from contacts.models import ConsentState, ConsentStatus, Contact, Suppression
 from contacts.normalize import address_hash
+from segmentor.unavailable import database_unreachable
 from segments.models import SegmentMember
 from tenants.context import current_scope
 from tenants.models import Tenant
@@ -91,6 +95,9 @@ STALE_CLAIM = dt.timedelta(minutes=10)
 RETRY_DELAY = dt.timedelta(minutes=2)
 MAX_RETRY_DELAY = dt.timedelta(hours=1)
 THROTTLE_WINDOW = dt.timedelta(seconds=60)
+# How long a worker waits for a lost database to come back before it leaves its broken batch to the
+# stale-claim sweep (deliveries_recover).
+DATABASE_RECOVERY_WAIT = dt.timedelta(minutes=2)
 # Advisory lock keys of throttled claims: this prefix plus the run's id (one bigint key space).
 THROTTLE_LOCK_NAMESPACE = 0x5E6D_0001 << 32
 # The contact column that holds a channel's address.
@@ -233,7 +240,9 @@ def _run_create(campaign: Campaign, when: dt.datetime, now: dt.datetime) -> Camp
     contacts = audience(campaign).annotate(
         _bucket=Mod(F("id") * HASH_MULTIPLIER + run.pk, 10_000), _variant=variant_expression(campaign)
     )
-    select_sql, params = contacts.values("id", "_variant", "time_zone").query.sql_with_params()
+    preferred = campaign.preferred_channel
+    columns = ("id", "_variant", "time_zone", *(PREFERRED_COLUMNS if preferred else ()))
+    select_sql, params = contacts.values(*columns).query.sql_with_params()
     table = Delivery._meta.db_table
     local_time = campaign.local_time if campaign.schedule == Campaign.Schedule.LOCAL_TIME else None
     # Local times count from the later of now and the occurrence.
@@ -247,22 +256,71 @@ def _run_create(campaign: Campaign, when: dt.datetime, now: dt.datetime) -> Camp
         # Names PostgreSQL does not know fall back to the tenant's zone instead of failing the statement.
         join = " LEFT JOIN (SELECT name FROM pg_timezone_names) AS z ON z.name = NULLIF(a.time_zone, '')"
         extra = [after, tenant_zone, at, at + dt.timedelta(days=1), tenant_zone]
+    routes = routes_prepare(campaign=campaign, run=run) if preferred else None
+    source, source_params = f"({select_sql}) AS a", list(params)
+    run_id, variant_id, chosen_columns, chosen_values = "%s", "a._variant", "", ""
+    if routes is not None:
+        # Each contact's channel, chosen in the same statement; another channel's go to its sibling's run.
+        source, source_params = _preferred_source(campaign, select_sql, source_params)
+        run_id, variant_id = routes.run_sql(), routes.variant_sql()
+        chosen_columns, chosen_values = _chosen_columns(campaign)
     sql = (
         f"INSERT INTO {table} (tenant_id, run_id, contact_id, variant_id, status, skip_reason, attempts, "
-        "provider_message_id, error, not_before) "
+        f"provider_message_id, error, not_before{chosen_columns}) "
         # No ON CONFLICT: the run is new in this transaction and the audience lists each contact once.
-        f"SELECT %s, %s, a.id, a._variant, 'pending', '', 0, '', '', {not_before} FROM ({select_sql}) AS a{join}"
+        f"SELECT %s, {run_id}, a.id, {variant_id}, 'pending', '', 0, '', '', {not_before}{chosen_values} "
+        f"FROM {source}{join}"
     )
+    counts: dict[int, int] = {}
     with connection.cursor() as cursor:
-        cursor.execute(sql, [campaign.tenant_id, run.pk, *extra, *params])
-        run.audience_size = cursor.rowcount
-    apply_best_times(run)  # a best-time campaign: each delivery waits for its contact's best hour
-    if local_time is not None and connection.vendor != "postgresql":
-        _local_times_by_zone(run, campaign, local_time, after)
+        if routes is not None and connection.vendor == "postgresql":
+            # Counted as inserted: each sibling run's size without reading the rows again.
+            counted = f"WITH inserted AS ({sql} RETURNING run_id) SELECT run_id, COUNT(*) FROM inserted GROUP BY 1"
+            cursor.execute(counted, [campaign.tenant_id, run.pk, *extra, *source_params])
+            counts = {run_pk: int(n) for run_pk, n in cursor.fetchall()}
+            run.audience_size = sum(counts.values())
+        else:
+            cursor.execute(sql, [campaign.tenant_id, run.pk, *extra, *source_params])
+            run.audience_size = cursor.rowcount
+    siblings: list[CampaignRun] = []
+    if routes is not None:
+        if connection.vendor != "postgresql":
+            counts = run_counts([run.pk, *(r.pk for r in routes.runs.values())], campaign.tenant_id)
+        siblings = routes_settle(routes, counts)
+    for each in (run, *siblings):
+        apply_best_times(each)  # a best-time campaign: each delivery waits for its contact's best hour
+        if local_time is not None and connection.vendor != "postgresql":
+            _local_times_by_zone(each, campaign, local_time, after)
     experiment_hold(run)  # an A/B test: all but the test share wait for the winner (after the times above)
     run.save(update_fields=["audience_size"])
     Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.SENDING)
     return run
+
+
+# What the preferred-channel choice reads of each contact of the audience.
+PREFERRED_COLUMNS = ("email", "phone", "push_tokens")
+
+
+def _preferred_source(campaign: Campaign, select_sql: str, params: list[Any]) -> tuple[str, list[Any]]:
+    """The audience rows ``a`` with each one's ``_channel``, ``_reason`` and ``_score_<channel>``
+    (analytics/preferred_channel.py)."""
+    choice = choice_sql(tenant_id=campaign.tenant_id, channels=campaign.preferred_channels, purpose=campaign.purpose)
+    scores = "".join(f", {sql} AS _score_{channel}" for channel, sql in choice.scores.items())
+    # OFFSET 0 (PostgreSQL): the choice is computed once per row, not again wherever the insert names it.
+    fence = " OFFSET 0" if connection.vendor == "postgresql" else ""
+    source = (
+        f"(SELECT a.*, {choice.channel} AS _channel, {choice.reason} AS _reason{scores} "
+        f"FROM ({select_sql}) AS a {choice.joins}{fence}) AS a"
+    )
+    return source, [*params, *choice.params]
+
+
+def _chosen_columns(campaign: Campaign) -> tuple[str, str]:
+    """The delivery columns of the choice and the source's values for them (a score per channel it may choose)."""
+    channels = [c for c in dict.fromkeys(campaign.preferred_channels) if c in PREFERRED_CHANNELS]
+    columns = ", chosen_channel, channel_reason" + "".join(f", score_{c}" for c in channels)
+    values = ", a._channel, a._reason" + "".join(f", a._score_{c}" for c in channels)
+    return columns, values
 
 
 def run_add_contacts(*, campaign_id: int, contact_ids: Sequence[int], now: dt.datetime) -> dict[int, int]:
@@ -285,22 +343,48 @@ def run_add_contacts(*, campaign_id: int, contact_ids: Sequence[int], now: dt.da
             tenant_id=campaign.tenant_id, campaign=campaign, number=number, scheduled_for=now,
             status=CampaignRun.Status.SENDING, started_at=now,
         )  # fmt: skip
-    chosen = (
-        Contact.objects.filter(tenant_id=campaign.tenant_id, pk__in=sorted(set(contact_ids)), erased_at__isnull=True)
-        .annotate(_bucket=Mod(F("id") * HASH_MULTIPLIER + run.pk, 10_000), _variant=variant_expression(campaign))
-        .values_list("id", "_variant")
-    )
-    rows = [{"contact_id": pk, "variant_id": variant} for pk, variant in chosen]
-    made = bulk_insert_rows(
-        Delivery, rows, fixed={"tenant_id": campaign.tenant_id, "run_id": run.pk, "status": Delivery.Status.PENDING},
-        ignore_conflicts=True, returning=("contact_id", "id"),
-    )  # fmt: skip
+    chosen = Contact.objects.filter(
+        tenant_id=campaign.tenant_id, pk__in=sorted(set(contact_ids)), erased_at__isnull=True
+    ).annotate(_bucket=Mod(F("id") * HASH_MULTIPLIER + run.pk, 10_000), _variant=variant_expression(campaign))
+    if campaign.preferred_channel:
+        made = _preferred_add(campaign, run, chosen)
+    else:
+        rows = [{"contact_id": pk, "variant_id": variant} for pk, variant in chosen.values_list("id", "_variant")]
+        made = bulk_insert_rows(
+            Delivery, rows,
+            fixed={"tenant_id": campaign.tenant_id, "run_id": run.pk, "status": Delivery.Status.PENDING},
+            ignore_conflicts=True, returning=("contact_id", "id"),
+        )  # fmt: skip
     CampaignRun.objects.filter(pk=run.pk).update(
         audience_size=F("audience_size") + len(made), status=CampaignRun.Status.SENDING, finished_at=None
     )
     tenant_id, run_id = campaign.tenant_id, run.pk
     transaction.on_commit(lambda: _send_later(tenant_id, run_id))
     return dict(made)
+
+
+def _preferred_add(campaign: Campaign, run: CampaignRun, chosen: Any) -> list[tuple[int, int]]:
+    """Insert a journey batch's deliveries, each on its contact's preferred channel (a sibling's run for another
+    channel, made once per batch moment); return (contact id, delivery id) of those inserted."""
+    routes = routes_prepare(campaign=campaign, run=run, reuse=True)
+    select_sql, params = chosen.values("id", "_variant", *PREFERRED_COLUMNS).query.sql_with_params()
+    source, source_params = _preferred_source(campaign, select_sql, list(params))
+    columns, values = _chosen_columns(campaign)
+    sql = (
+        f"INSERT INTO {Delivery._meta.db_table} (tenant_id, run_id, contact_id, variant_id, status, skip_reason, "
+        f"attempts, provider_message_id, error{columns}) "
+        f"SELECT %s, {routes.run_sql()}, a.id, {routes.variant_sql()}, 'pending', '', 0, '', ''{values} "
+        # WHERE TRUE: SQLite reads the ON CONFLICT of an INSERT … SELECT only after a WHERE.
+        f"FROM {source} WHERE TRUE ON CONFLICT DO NOTHING RETURNING contact_id, id, run_id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [campaign.tenant_id, run.pk, *source_params])
+        inserted = cursor.fetchall()
+    counts: dict[int, int] = {}
+    for _contact, _delivery, run_pk in inserted:
+        counts[run_pk] = counts.get(run_pk, 0) + 1
+    routes_settle(routes, counts, added=True)
+    return [(contact_pk, delivery_pk) for contact_pk, delivery_pk, _run in inserted]
 
 
 def _send_later(tenant_id: int, run_id: int) -> None:
@@ -577,6 +661,24 @@ def _with_footer(markup: str, footer: str) -> str:
     return markup[:at] + footer + markup[at:]
 
 
+_ADDRESS_SPECIALS = re.compile(r'[][\\()<>@,:;".]')
+
+
+def mailbox(name: str, address: str) -> str:
+    """``Name <address>`` with the name on one line and quoted where RFC 5322 needs it.
+
+    A sender name is a tenant's free text: ``Shop, Inc.`` or ``"Best" <ceo@bank.example>`` must
+    stay a display name (one mailbox, the configured address), and a line break must not start
+    a header of its own.
+    """
+    name = " ".join(name.split())
+    if not name:
+        return address
+    if _ADDRESS_SPECIALS.search(name):
+        name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{name} <{address}>"
+
+
 @dataclass(frozen=True)
 class OptOutLinks:
     unsubscribe: str
@@ -598,7 +700,7 @@ class Composer:
         tenant = self.tenant
         sender_name = campaign.sender_name or tenant.default_sender_name or tenant.name
         sender = campaign.sender_email or tenant.default_sender_email or settings.DEFAULT_FROM_EMAIL
-        self.from_email = sender if "<" in sender else f"{sender_name} <{sender}>"
+        self.from_email = sender if "<" in sender else mailbox(sender_name, sender)
         self.sender_domain = (sender.rsplit("@", 1)[-1].strip(" >") if "@" in sender else "") or "segmentor.local"
         self.postal_address = tenant.postal_address.strip()
         self._link_patterns: tuple[str, str] | None = None
@@ -787,7 +889,7 @@ def _email_backend(config: ChannelConfig) -> DjangoEmailBackend:
         return DjangoEmailBackend(backend=f"anymail.backends.{esp}.EmailBackend", api_key=config.secret)
     if options.get("host"):
         return DjangoEmailBackend(
-            backend="django.core.mail.backends.smtp.EmailBackend", host=str(options["host"]),
+            backend="campaigns.channels.email.TenantSmtpBackend", host=str(options["host"]),
             port=int(options.get("port") or 587), username=str(options.get("username") or ""),
             password=config.secret, use_tls=bool(options.get("use_tls", True)), use_ssl=bool(options.get("use_ssl")),
         )  # fmt: skip
@@ -885,8 +987,10 @@ class ResultLog:
     plain UPDATE, done at once.
     """
 
-    def __init__(self, tenant_id: int) -> None:
+    def __init__(self, tenant_id: int, results: dict[int, dict[str, Any]] | None = None) -> None:
         self.tenant_id = tenant_id
+        # Every result submitted, by delivery: what deliveries_recover writes again if the database goes away.
+        self.results: dict[int, dict[str, Any]] = {} if results is None else results
         self.fast = False
         self.pending = False
         self.preparing = False
@@ -922,6 +1026,7 @@ class ResultLog:
             "status": status, "sent_at": sent_at, "provider_message_id": provider[:200],
             "error": error[:MAX_ERROR_CHARS], "not_before": not_before,
         }  # fmt: skip
+        self.results[delivery_id] = values
         self.drain()
         if not self.fast:
             Delivery.objects.filter(tenant_id=self.tenant_id, pk=delivery_id, status=Delivery.Status.SENDING).update(
@@ -933,23 +1038,25 @@ class ResultLog:
         raw = connection.connection
         pgconn = raw.pgconn
         scope = current_scope()
-        pgconn.enter_pipeline_mode()
-        self.pending = True
-        self.preparing = raw not in RESULT_PREPARED
-        if self.preparing:
-            pgconn.send_prepare(RESULT_STATEMENT, RESULT_SQL)
-        setup = "SELECT set_config('app.tenant_id', $1, true), set_config('app.platform_access', $2, true)"
-        if not self.durable_flush:
-            setup += ", set_config('synchronous_commit', 'off', true)"
-        tenant = "" if scope.tenant_id is None else str(scope.tenant_id)
-        pgconn.send_query_params(setup.encode(), [_param(tenant), _param("on" if scope.platform else "")])
-        pgconn.send_query_prepared(
-            RESULT_STATEMENT,
-            [_param(values[name]) for name in ("status", "sent_at", "provider_message_id", "error", "not_before")]
-            + [_param(self.tenant_id), _param(delivery_id)],
-        )
-        pgconn.pipeline_sync()
-        raw.wait(generators.send(pgconn))
+        # A lost connection raises Django's OperationalError, as from the ORM (deliveries_send recovers).
+        with connection.wrap_database_errors:
+            pgconn.enter_pipeline_mode()
+            self.pending = True
+            self.preparing = raw not in RESULT_PREPARED
+            if self.preparing:
+                pgconn.send_prepare(RESULT_STATEMENT, RESULT_SQL)
+            setup = "SELECT set_config('app.tenant_id', $1, true), set_config('app.platform_access', $2, true)"
+            if not self.durable_flush:
+                setup += ", set_config('synchronous_commit', 'off', true)"
+            tenant = "" if scope.tenant_id is None else str(scope.tenant_id)
+            pgconn.send_query_params(setup.encode(), [_param(tenant), _param("on" if scope.platform else "")])
+            pgconn.send_query_prepared(
+                RESULT_STATEMENT,
+                [_param(values[name]) for name in ("status", "sent_at", "provider_message_id", "error", "not_before")]
+                + [_param(self.tenant_id), _param(delivery_id)],
+            )
+            pgconn.pipeline_sync()
+            raw.wait(generators.send(pgconn))
 
     def write(self, delivery_id: int, status: str, **values: Any) -> None:
         """Record a result and wait for its commit."""
@@ -966,19 +1073,20 @@ class ResultLog:
         raw = connection.connection
         pgconn = raw.pgconn
         failed = None
-        while True:
-            result = raw.wait(generators.fetch(pgconn))
-            if result is None:
-                continue  # the end of one statement's results
-            if result.status == pq.ExecStatus.PIPELINE_SYNC:
-                break
-            if self.preparing:  # the first result answers the prepare (which no rollback undoes)
-                self.preparing = False
-                if result.status == pq.ExecStatus.COMMAND_OK:
-                    RESULT_PREPARED.add(raw)
-            if result.status in (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_ABORTED) and failed is None:
-                failed = result
-        pgconn.exit_pipeline_mode()
+        with connection.wrap_database_errors:  # a lost connection: Django's OperationalError
+            while True:
+                result = raw.wait(generators.fetch(pgconn))
+                if result is None:
+                    continue  # the end of one statement's results
+                if result.status == pq.ExecStatus.PIPELINE_SYNC:
+                    break
+                if self.preparing:  # the first result answers the prepare (which no rollback undoes)
+                    self.preparing = False
+                    if result.status == pq.ExecStatus.COMMAND_OK:
+                        RESULT_PREPARED.add(raw)
+                if result.status in (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.PIPELINE_ABORTED) and failed is None:
+                    failed = result
+            pgconn.exit_pipeline_mode()
         if failed is not None:
             with connection.wrap_database_errors:  # as Django's own cursors raise them
                 if failed.status == pq.ExecStatus.FATAL_ERROR:
@@ -1016,10 +1124,64 @@ def deliveries_send(*, run: CampaignRun, ids: Sequence[int], backend: Any = None
     """Check, render and send claimed deliveries through one backend session; record each result.
 
     Skips and quiet-hour deferrals are recorded together before anything is sent; each message's
-    result is committed before the next message goes out.
+    result is committed before the next message goes out. When the database goes away in the
+    middle (a restart, a failover), the batch is put right once it is back (``deliveries_recover``)
+    and the error goes on to the task, which retries.
     """
-    now = timezone.now()
     outcome = Outcome()
+    results: dict[int, dict[str, Any]] = {}
+    try:
+        return _deliveries_send(run, ids, backend, outcome, results)
+    except (OperationalError, InterfaceError) as error:
+        if database_unreachable(error):
+            deliveries_recover(run=run, ids=ids, results=results)
+        raise
+
+
+def deliveries_recover(
+    *, run: CampaignRun, ids: Sequence[int], results: dict[int, dict[str, Any]],
+    wait: dt.timedelta = DATABASE_RECOVERY_WAIT,
+) -> bool:  # fmt: skip
+    """Put a claimed batch right after the database went away in the middle of it.
+
+    ``results`` holds the result of every message this worker handed over, committed or not (with
+    ``synchronous_commit`` off a server crash may also forget the last committed ones): each is
+    written again where its delivery is still claimed. The claimed deliveries it never handed over
+    go back to pending (not an attempt). So nothing is sent twice, and nothing waits for
+    ``STALE_CLAIM``. Return False when the database did not come back within ``wait``: the claims
+    then stay until the stale-claim sweep, which sends the unrecorded ones again (same Message-ID).
+    """
+    deadline = time.monotonic() + wait.total_seconds()
+    unsent = [pk for pk in ids if pk not in results]
+    pause = 0.5
+    while True:
+        connection.close()
+        try:
+            with transaction.atomic():
+                for pk, values in results.items():
+                    _settle([pk], run.tenant_id, **values)
+                released = _settle(unsent, run.tenant_id, status=Delivery.Status.PENDING, attempts=F("attempts") - 1)
+        except (OperationalError, InterfaceError) as error:
+            if not database_unreachable(error) or time.monotonic() + pause > deadline:
+                logger.error(
+                    "campaign.batch_not_recovered",
+                    extra={"tenant_id": run.tenant_id, "run_id": run.pk, "claimed": len(ids)},
+                )
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+            continue
+        logger.warning(
+            "campaign.batch_recovered",
+            extra={"tenant_id": run.tenant_id, "run_id": run.pk, "results": len(results), "released": released},
+        )
+        return True
+
+
+def _deliveries_send(
+    run: CampaignRun, ids: Sequence[int], backend: Any, outcome: Outcome, results: dict[int, dict[str, Any]]
+) -> Outcome:
+    now = timezone.now()
     campaign = Campaign.objects.select_related("tenant").get(pk=run.campaign_id)
     tenant = campaign.tenant
     deliveries = [
@@ -1060,13 +1222,13 @@ def deliveries_send(*, run: CampaignRun, ids: Sequence[int], backend: Any = None
         )
     if not ready:
         return outcome
-    _send_ready(campaign, ready, contacts, variants, backend, outcome, now)
+    _send_ready(campaign, ready, contacts, variants, backend, outcome, now, results)
     return outcome
 
 
 def _send_ready(
     campaign: Campaign, ready: list[Claimed], contacts: dict[int, AnyContact], variants: dict[int, Variant],
-    backend: Any, outcome: Outcome, now: dt.datetime,
+    backend: Any, outcome: Outcome, now: dt.datetime, results: dict[int, dict[str, Any]],
 ) -> None:  # fmt: skip
     tenant_id = campaign.tenant_id
     if campaign.channel == CampaignChannel.WEBHOOK and not campaign.webhook_url:
@@ -1089,7 +1251,7 @@ def _send_ready(
             )
             return
     composer = Composer(campaign, config=config, config_loaded=True)
-    log = ResultLog(tenant_id)
+    log = ResultLog(tenant_id, results)
     in_flight: deque[Claimed] = deque()
     failed: dict[str, list[int]] = {}
     gone_tokens: dict[int, tuple[str, ...]] = {}
@@ -1119,7 +1281,8 @@ def _send_ready(
                     )
                     outcome.sent += 1
                 elif result.status == SendStatus.FAILED_TRANSIENT and delivery.attempts < MAX_ATTEMPTS:
-                    not_before = _retry_at(now, delivery.attempts, result.retry_after)
+                    # From the failure, not the batch's start: a slow batch must not shorten the backoff.
+                    not_before = _retry_at(timezone.now(), delivery.attempts, result.retry_after)
                     log.submit(delivery.pk, Delivery.Status.PENDING, error=result.error, not_before=not_before)
                     outcome.retried += 1
                 else:
@@ -1150,7 +1313,8 @@ def _forget_tokens(contacts: dict[int, AnyContact], gone: dict[int, tuple[str, .
 
 
 def run_finish_if_done(*, run: CampaignRun) -> bool:
-    """A run is done when every delivery is sent, skipped or failed; the campaign is then "sent"."""
+    """A run is done when every delivery is sent, skipped or failed; the campaign is then "sent" (a recurring
+    one "scheduled" again) once none of its runs, nor of its siblings' (campaigns/siblings.py), is sending."""
     open_ = Delivery.objects.filter(
         tenant_id=run.tenant_id, run=run, status__in=[Delivery.Status.PENDING, Delivery.Status.SENDING]
     )
@@ -1162,20 +1326,35 @@ def run_finish_if_done(*, run: CampaignRun) -> bool:
         )
         if updated:
             campaign = Campaign.objects.get(pk=run.campaign_id)
+            if campaign.sibling_of_id is not None:
+                campaign = Campaign.objects.get(pk=campaign.sibling_of_id)
             if campaign.kind == Campaign.Kind.JOURNEY:
                 return True  # a journey step sends a run per batch; its status is the journey's
-            if campaign.schedule != Campaign.Schedule.RECURRING:
-                finished = Campaign.Status.SENT
-            elif not CampaignRun.objects.filter(
-                tenant_id=run.tenant_id, campaign=campaign, status=CampaignRun.Status.SENDING
-            ).exists():
-                finished = Campaign.Status.SCHEDULED  # waits for its next occurrence
-            else:
-                return True
+            sending = CampaignRun.objects.filter(
+                Q(campaign_id=campaign.pk) | Q(campaign__sibling_of_id=campaign.pk),
+                tenant_id=run.tenant_id, status=CampaignRun.Status.SENDING,
+            )  # fmt: skip
+            if sending.exists():
+                return True  # another run, or its messages on other channels, still going out
+            recurring = campaign.schedule == Campaign.Schedule.RECURRING
+            # A recurring campaign waits for its next occurrence.
+            finished = Campaign.Status.SCHEDULED if recurring else Campaign.Status.SENT
             Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.SENDING).update(status=finished)
     return True
 
 
+def run_family(run: CampaignRun) -> Any:
+    """The ids of the run and of the runs of its siblings that send its contacts on other channels
+    (campaigns/siblings.py): a subquery, so that filtering deliveries by it stays one query."""
+    return CampaignRun.objects.filter(Q(pk=run.pk) | Q(parent_id=run.pk), tenant_id=run.tenant_id).values("pk")
+
+
 def run_progress(run: CampaignRun) -> dict[str, int]:
-    rows = Delivery.objects.filter(tenant_id=run.tenant_id, run=run).values("status").annotate(n=Count("id"))
+    """Deliveries by status, the siblings' runs' included."""
+    rows = (
+        Delivery.objects.filter(tenant_id=run.tenant_id, run_id__in=run_family(run))
+        .values("status")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
     return {row["status"]: row["n"] for row in rows}

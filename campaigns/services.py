@@ -16,6 +16,7 @@ the queue happen after commit.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import datetime as dt
 import json
@@ -27,7 +28,7 @@ from typing import Any
 
 from django.core.exceptions import EmptyResultSet, ValidationError
 from django.db import connection, transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from campaigns import scheduling, selectors, sending
@@ -53,9 +54,11 @@ from campaigns.models import (
 from campaigns.rendering import RenderError
 from campaigns.validation import (
     NO_SEGMENT,
-    REQUIRED_CONTENT,
     ContentCheck,
+    campaign_channels,
     channel_settings_errors,
+    content_missing,
+    preferred_channel_errors,
     schedule_errors,
     template_fields,
     variant_target_errors,
@@ -171,6 +174,13 @@ def _raise_problems(problems: list[Problem]) -> None:
     raise ValidationError(errors, code="not_ready")
 
 
+def _family_runs(campaign: Campaign) -> Any:
+    """The campaign's runs and its siblings' (its messages on other channels, campaigns/siblings.py)."""
+    return CampaignRun.objects.filter(
+        Q(campaign_id=campaign.pk) | Q(campaign__sibling_of_id=campaign.pk), tenant_id=campaign.tenant_id
+    )
+
+
 def _enqueue_send(run: CampaignRun) -> None:
     from campaigns.tasks import send_run
 
@@ -190,23 +200,27 @@ def campaign_problems(*, campaign: Campaign, include_schedule: bool = True) -> l
         problems.append(Problem("variants", "Add the message content."))
     keys = attribute_keys(tenant.pk)
     channel = campaign.channel
-    # In an A/B test of channels an arm is written for its own channel (analytics/experiments.py).
+    # In an A/B test of channels an arm is written for its own channel (analytics/experiments.py); a
+    # preferred-channel campaign's variants for each channel it may choose.
     from analytics.experiments import variant_channels
 
     channels = variant_channels(campaign)
+    preferred = campaign_channels(campaign) if campaign.preferred_channel else []
     for variant in variants:
         label = f"Variant “{variant.name}”"
-        written_for = channels.get(variant.pk, channel)
-        for names, message in REQUIRED_CONTENT.get(written_for, ()):
-            if not any((getattr(variant, name) or "").strip() for name in names):
-                problems.append(Problem(names[0], f"{label}: {message}", variant.pk))
-        for name, errors in _variant_check(variant, written_for, keys).errors.items():
-            problems.extend(Problem(name, f"{label}: {error}", variant.pk) for error in errors)
+        for written_for in preferred or [channels.get(variant.pk, channel)]:
+            said = f"{label} ({CampaignChannel(written_for).label})" if preferred else label
+            for name, message in content_missing(variant, written_for):
+                problems.append(Problem(name, f"{said}: {message}", variant.pk))
+            for name, errors in _variant_check(variant, written_for, keys).errors.items():
+                problems.extend(Problem(name, f"{said}: {error}", variant.pk) for error in errors)
         if variant.target == Variant.Target.SEGMENT and not variant.target_segment_id:
             problems.append(Problem("target_segment", f"{label}: choose the segment it is for.", variant.pk))
         if variant.target == Variant.Target.STAGE and not variant.target_stage:
             problems.append(Problem("target_stage", f"{label}: choose the lifecycle stage it is for.", variant.pk))
-    if channel != CampaignChannel.EMAIL and not ChannelConfig.objects.filter(tenant=tenant, channel=channel).exists():
+    if preferred:
+        problems.extend(_preferred_problems(campaign, preferred))
+    elif channel != CampaignChannel.EMAIL and not ChannelConfig.objects.filter(tenant=tenant, channel=channel).exists():
         problems.append(
             Problem("channel", f"Set up a {campaign.get_channel_display()} provider in the settings first.")
         )
@@ -216,6 +230,25 @@ def campaign_problems(*, campaign: Campaign, include_schedule: bool = True) -> l
             problems.append(Problem("webhook_url", "Give the URL the webhook is posted to."))
     if include_schedule:
         problems.extend(_schedule_problems(campaign))
+    return problems
+
+
+def _preferred_problems(campaign: Campaign, channels: list[str]) -> list[Problem]:
+    """A preferred-channel campaign: valid channels, each with a provider, and no A/B test."""
+    from analytics.models import Experiment
+
+    problems = [
+        Problem(name, message)
+        for name, messages in preferred_channel_errors(preferred=True, channels=channels).items()
+        for message in messages
+    ]
+    configured = set(ChannelConfig.objects.filter(tenant_id=campaign.tenant_id).values_list("channel", flat=True))
+    for each in channels:
+        if each in CampaignChannel.values and each != CampaignChannel.EMAIL and each not in configured:
+            label = CampaignChannel(each).label
+            problems.append(Problem("preferred_channels", f"Set up a {label} provider in the settings first."))
+    if Experiment.objects.filter(tenant_id=campaign.tenant_id, campaign=campaign).exists():
+        problems.append(Problem("preferred_channel", HAS_EXPERIMENT))
     return problems
 
 
@@ -312,9 +345,7 @@ def campaign_pause(*, campaign: Campaign, actor: Actor) -> None:
     _locked(campaign)
     if campaign.status not in (Status.SENDING, Status.SCHEDULED):
         raise _state_error(campaign, "paused")
-    runs = CampaignRun.objects.filter(
-        tenant_id=campaign.tenant_id, campaign=campaign, status=CampaignRun.Status.SENDING
-    ).update(status=CampaignRun.Status.PAUSED)
+    runs = _family_runs(campaign).filter(status=CampaignRun.Status.SENDING).update(status=CampaignRun.Status.PAUSED)
     scheduling.schedule_set_enabled(campaign=campaign, enabled=False)
     previous = campaign.status
     Campaign.objects.filter(pk=campaign.pk).update(status=Status.PAUSED)
@@ -334,9 +365,7 @@ def campaign_resume(*, campaign: Campaign, actor: Actor) -> None:
     _locked(campaign)
     if campaign.status != Status.PAUSED:
         raise _state_error(campaign, "resumed")
-    runs = list(
-        CampaignRun.objects.filter(tenant_id=campaign.tenant_id, campaign=campaign, status=CampaignRun.Status.PAUSED)
-    )
+    runs = list(_family_runs(campaign).filter(status=CampaignRun.Status.PAUSED))
     CampaignRun.objects.filter(pk__in=[run.pk for run in runs]).update(status=CampaignRun.Status.SENDING)
     for run in runs:
         _enqueue_send(run)
@@ -351,7 +380,9 @@ def campaign_resume(*, campaign: Campaign, actor: Actor) -> None:
     elif campaign.periodic_task_id and (recurring or not started):
         status = Status.SCHEDULED
     elif started:
-        still_open = runs_all.exclude(status__in=[CampaignRun.Status.DONE, CampaignRun.Status.CANCELLED]).exists()
+        still_open = (
+            _family_runs(campaign).exclude(status__in=[CampaignRun.Status.DONE, CampaignRun.Status.CANCELLED]).exists()
+        )
         status = Status.SENDING if still_open else Status.SENT
     else:
         status = Status.DRAFT
@@ -366,10 +397,8 @@ def campaign_cancel(*, campaign: Campaign, actor: Actor) -> None:
     _locked(campaign)
     if campaign.status in (Status.SENT, Status.CANCELLED):
         raise _state_error(campaign, "cancelled")
-    open_runs = CampaignRun.objects.filter(
-        tenant_id=campaign.tenant_id,
-        campaign=campaign,
-        status__in=[CampaignRun.Status.PENDING, CampaignRun.Status.SENDING, CampaignRun.Status.PAUSED],
+    open_runs = _family_runs(campaign).filter(
+        status__in=[CampaignRun.Status.PENDING, CampaignRun.Status.SENDING, CampaignRun.Status.PAUSED]
     )
     skipped = 0
     runs = list(open_runs)
@@ -422,12 +451,29 @@ def _template_warnings(campaign: Campaign, variant: Variant) -> tuple[list[str],
     return labelled(check.warnings), labelled(check.errors)
 
 
-def campaign_preview(*, campaign: Campaign, variant: Variant, contact: Contact | None) -> Preview:
-    """Render ``variant`` for ``contact`` (the first contact of the audience when None), with template warnings.
+def on_channel(campaign: Campaign, channel: str | None) -> Campaign:
+    """The campaign as it sends on ``channel``, one of those it may choose (itself when None or its own).
+
+    An unsaved copy: a preferred-channel campaign's message is previewed and tested on each channel."""
+    if not channel or channel == campaign.channel:
+        return campaign
+    if channel not in campaign_channels(campaign):
+        raise ValidationError({"channel": f"This campaign does not send by {channel}."})
+    shadow = copy.copy(campaign)
+    shadow.channel = channel
+    return shadow
+
+
+def campaign_preview(
+    *, campaign: Campaign, variant: Variant, contact: Contact | None, channel: str | None = None
+) -> Preview:  # fmt: skip
+    """Render ``variant`` for ``contact`` (the first contact of the audience when None), with template warnings,
+    on ``channel`` (a preferred-channel campaign's other channels; its own when None).
 
     Nothing is written; a template that fails for this contact comes back in ``errors``.
     """
     _variant_of(campaign, variant)
+    campaign = on_channel(campaign, channel)
     warnings, errors = _template_warnings(campaign, variant)
     target = _sample_contact(campaign, contact)
     if errors:
@@ -488,11 +534,13 @@ def _missing() -> str:
 
 
 def campaign_send_test(
-    *, campaign: Campaign, variant: Variant, contact: Contact | None, to: str, actor: Actor
+    *, campaign: Campaign, variant: Variant, contact: Contact | None, to: str, actor: Actor, channel: str | None = None
 ) -> SendResult:
     """Send ``variant`` rendered for ``contact`` to ``to`` (an email address, a phone number, a push token
-    or a webhook URL), subject prefixed “[Test]”. Creates no delivery and counts against no cap."""
+    or a webhook URL), subject prefixed “[Test]”, on ``channel`` (as ``campaign_preview``). Creates no
+    delivery and counts against no cap."""
     _variant_of(campaign, variant)
+    campaign = on_channel(campaign, channel)
     _, errors = _template_warnings(campaign, variant)
     if errors:
         raise ValidationError({"variant": errors})
@@ -548,19 +596,33 @@ def audience_estimate(
     postgres = connection.vendor == "postgresql"
     column = {CampaignChannel.EMAIL: "email", CampaignChannel.SMS: "phone"}.get(CampaignChannel(channel))
     address = column or ("push_tokens" if channel == CampaignChannel.PUSH else None)
+    preferred = campaign.preferred_channel
+    if preferred:
+        # Reached when one of its channels is (each channel's suppressions are checked when sending).
+        column, address = None, None
     try:
         contacts = sending.audience(campaign, include=include, exclude=exclude)
-        audience_sql, params = _sql(contacts.values("id", *([address] if address else [])))
+        shown = sending.PREFERRED_COLUMNS if preferred else ([address] if address else [])
+        audience_sql, params = _sql(contacts.values("id", *shown))
     except EmptyResultSet:  # no segment included yet: nobody
         return AudienceEstimate(0, 0, 0, 0, 0, 0, elapsed_ms=(time.perf_counter() - started) * 1000)
     joins: list[str] = []
     checks: list[_Check] = []
-    if column:
+    if preferred:
+        from analytics.preferred_channel import choice_sql
+
+        choice = choice_sql(
+            tenant_id=tenant.pk, channels=campaign_channels(campaign), purpose=campaign.purpose, with_scores=False
+        )
+        joins.append(choice.joins)
+        params += choice.params
+        checks.append(_Check("no_consent", f"NOT {choice.reachable}"))
+    elif column:
         checks.append(_Check("no_address", f"a.{column} = ''"))
     elif channel == CampaignChannel.PUSH:
         empty = "'[]'::jsonb, 'null'::jsonb" if postgres else "'[]', 'null'"
         checks.append(_Check("no_address", f"(a.push_tokens IS NULL OR a.push_tokens IN ({empty}))"))
-    if channel != CampaignChannel.WEBHOOK:
+    if channel != CampaignChannel.WEBHOOK and not preferred:
         granted = ConsentState.objects.filter(
             tenant=tenant, channel=channel, purpose=campaign.purpose, status=ConsentStatus.GRANTED
         ).values("contact_id")  # one row per contact: (tenant, contact, channel, purpose) is unique
@@ -631,6 +693,8 @@ def audience_estimate(
 EDITABLE = frozenset({Campaign.Status.DRAFT, Campaign.Status.SCHEDULED, Campaign.Status.PAUSED})
 DELETABLE = frozenset({Campaign.Status.DRAFT, Campaign.Status.CANCELLED})
 SCHEDULE_FIELDS = frozenset({"schedule", "send_at", "crontab", "local_time"})
+PREFERRED_FIELDS = frozenset({"preferred_channel", "preferred_channels"})
+HAS_EXPERIMENT = "This campaign has an A/B test: remove it to send on each contact's preferred channel."
 READ_ONLY_REASON: dict[str, str] = {
     Campaign.Status.SENDING: "The campaign is sending: pause it to edit it.",
     Campaign.Status.SENT: "The campaign has been sent: its content is read-only (duplicate it to send again).",
@@ -743,6 +807,8 @@ def _apply(campaign: Campaign, data: Mapping[str, Any]) -> ContentCheck:
     if SCHEDULE_FIELDS & set(data):
         merged = {name: data.get(name, getattr(campaign, name)) for name in SCHEDULE_FIELDS}
         errors.update(schedule_errors(**merged))
+    if PREFERRED_FIELDS & set(data):
+        data = {**data, **_preferred_settings(campaign, data, errors)}
     if errors:
         raise ValidationError(errors)
     for name, value in data.items():
@@ -759,6 +825,23 @@ def _apply(campaign: Campaign, data: Mapping[str, Any]) -> ContentCheck:
         saved = list(Variant.objects.filter(tenant_id=campaign.tenant_id, campaign=campaign).values())
         check.warnings = campaign_content_check(tenant_id=campaign.tenant_id, variants=saved).warnings
     return check
+
+
+def _preferred_settings(campaign: Campaign, data: Mapping[str, Any], errors: dict[str, list[str]]) -> dict[str, Any]:
+    """Check the preferred-channel settings (into ``errors``); return them with the channel they imply (the first)."""
+    preferred = bool(data.get("preferred_channel", campaign.preferred_channel))
+    channels = data.get("preferred_channels", campaign.preferred_channels)
+    found = preferred_channel_errors(preferred=preferred, channels=channels)
+    errors.update(found)
+    if not preferred or found:
+        return {}
+    if campaign.pk is not None:
+        from analytics.models import Experiment
+
+        if Experiment.objects.filter(tenant_id=campaign.tenant_id, campaign_id=campaign.pk).exists():
+            errors["preferred_channel"] = [HAS_EXPERIMENT]
+            return {}
+    return {"preferred_channel": True, "preferred_channels": list(channels), "channel": channels[0]}
 
 
 @transaction.atomic
@@ -778,6 +861,9 @@ def campaign_update(*, campaign: Campaign, actor: Actor, data: Mapping[str, Any]
         raise ValidationError(READ_ONLY_REASON.get(campaign.status, "This campaign cannot be edited."))
     if "channel" in data and data["channel"] != campaign.channel and campaign.status != Campaign.Status.DRAFT:
         raise ValidationError({"channel": ["Only a draft may change its channel."]})
+    for name in sorted(PREFERRED_FIELDS & set(data)):
+        if data[name] != getattr(campaign, name) and campaign.status != Campaign.Status.DRAFT:
+            raise ValidationError({name: ["Only a draft may change how it chooses its channel."]})
     before = {name: getattr(campaign, name) for name in SCHEDULE_FIELDS}
     check = _apply(campaign, data)
     if campaign.status != Campaign.Status.DRAFT:
@@ -855,8 +941,9 @@ def channel_config_delete(*, config: ChannelConfig, actor: Actor) -> None:
 # --- journeys' send steps --------------------------------------------------------------------------
 # What a journey's send step sets on its hidden campaign besides the variants.
 JOURNEY_CAMPAIGN_FIELDS = frozenset(
-    {"channel", "purpose", "goal_event", "sender_name", "sender_email", "reply_to", "sms_sender", "webhook_url"}
-)
+    {"channel", "purpose", "goal_event", "sender_name", "sender_email", "reply_to", "sms_sender", "webhook_url",
+     "preferred_channel", "preferred_channels"}
+)  # fmt: skip
 
 
 @transaction.atomic

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from campaigns.models import CampaignRun, Delivery
@@ -39,8 +40,13 @@ def _due_count(run: CampaignRun, limit: int) -> int:
 
 
 # acks_late: a worker killed mid-batch leaves the message unacknowledged, so the broker hands it
-# to another worker, which reclaims the stale deliveries and finishes the run.
-@tenant_task(acks_late=True, reject_on_worker_lost=True)
+# to another worker, which reclaims the stale deliveries and finishes the run. A lost database
+# (a restart, a failover: the batch was put right by deliveries_send) retries after 1, 2, 4 … s,
+# at most 5 min apart, for about an hour; the stalled-run sweep takes over after that.
+@tenant_task(
+    acks_late=True, reject_on_worker_lost=True, autoretry_for=(OperationalError, InterfaceError), max_retries=20,
+    retry_backoff=1, retry_backoff_max=300, retry_jitter=False,
+)  # fmt: skip
 def send_run(tenant_id: int, run_id: int, helper: bool = False, fan_out: bool = True) -> dict[str, int]:
     """Send a run's due deliveries batch by batch; come back later for the held-back ones.
 

@@ -41,6 +41,51 @@ REQUIRED_CONTENT: dict[str, tuple[tuple[tuple[str, ...], str], ...]] = {
 }
 
 
+# The channels a preferred-channel campaign may choose among (a webhook reaches a system, not a person).
+PREFERRED_CHOICES: tuple[str, ...] = (CampaignChannel.EMAIL, CampaignChannel.SMS, CampaignChannel.PUSH)
+# The channel choice "each contact's preferred channel" where one value names the channel (the composer's
+# channel field, a journey send step's config ``{"channel": "preferred", "channels": [...]}``).
+PREFERRED = "preferred"
+
+
+def preferred_channel_errors(*, preferred: bool, channels: Any) -> dict[str, list[str]]:
+    """What is wrong with a preferred-channel setting: two to three of email, SMS and push, each once."""
+    if not preferred:
+        return {}
+    words = ", ".join(PREFERRED_CHOICES)
+    if not isinstance(channels, list | tuple) or not all(isinstance(c, str) for c in channels):
+        return {"preferred_channels": [f"A list of channels in the order to use them without engagement: {words}."]}
+    unknown = [c for c in channels if c not in PREFERRED_CHOICES]
+    if unknown:
+        return {
+            "preferred_channels": [
+                f"Choose among {words} (not {', '.join(repr(c) for c in unknown)}): a webhook reaches a system, "
+                "not a person."
+            ]
+        }
+    if len(set(channels)) != len(channels):
+        return {"preferred_channels": ["Name each channel once."]}
+    if len(channels) < 2:
+        return {"preferred_channels": ["Choose at least two channels to choose from."]}
+    return {}
+
+
+def content_missing(variant: Any, channel: str) -> list[tuple[str, str]]:
+    """What a variant lacks to be sent on ``channel``: (its first field, the message) for each gap."""
+    return [
+        (names[0], message)
+        for names, message in REQUIRED_CONTENT.get(channel, ())
+        if not any((getattr(variant, name) or "").strip() for name in names)
+    ]
+
+
+def campaign_channels(campaign: Campaign) -> list[str]:
+    """The channels a campaign's messages may go by: its preferred channels, else its one channel."""
+    if campaign.preferred_channel and campaign.preferred_channels:
+        return [str(c) for c in campaign.preferred_channels]
+    return [campaign.channel]
+
+
 def template_fields(channel: str) -> tuple[str, ...]:
     """The template fields a variant of this channel uses (its content and the call to action)."""
     return (*CHANNEL_TEMPLATE_FIELDS.get(channel, ()), *CTA_FIELDS)

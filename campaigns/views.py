@@ -42,10 +42,10 @@ from campaigns.forms import (
     describe_crontab,
     suggested_cta,
 )
-from campaigns.models import Campaign, CampaignAudience, CampaignRun, Variant
+from campaigns.models import Campaign, CampaignAudience, CampaignChannel, CampaignRun, Variant
 from campaigns.sending import run_progress
 from campaigns.services import EDITABLE, READ_ONLY_REASON, campaign_create, campaign_update
-from campaigns.validation import CHANNEL_TEMPLATE_FIELDS
+from campaigns.validation import CHANNEL_TEMPLATE_FIELDS, campaign_channels
 from contacts.models import Contact, LifecycleStage
 from tenants.audit import Actor
 from tenants.roles import Permission
@@ -74,6 +74,7 @@ STEP_KEYS = [s.key for s in STEPS]
 FIELD_STEPS = {
     "name": "basics", "channel": "basics", "purpose": "basics", "goal_event": "basics",
     "attribution_window_hours": "basics", "cost": "basics", "throttle_per_minute": "basics",
+    "preferred_channel": "basics", "preferred_channels": "basics",
     "audience": "audience", "include": "audience", "exclude": "audience", "segments": "audience",
     "schedule": "schedule", "send_at": "schedule", "crontab": "schedule", "local_time": "schedule",
 }  # fmt: skip
@@ -340,15 +341,23 @@ class VariantFormView(ComposerView):
         preview_url = (
             self.url("variant_preview", campaign, variant_id=variant.pk) if variant else self.url("preview", campaign)
         )
+        channels = campaign_channels(campaign)
         context = {
             "form": form,
             "variant": variant,
             "contact_form": PreviewContactForm(tenant=self.tenant),
             "test_form": TestSendForm(channel=campaign.channel, user_email=self.membership.user.email),
+            # A preferred-channel campaign: each channel's fields under its name, and a channel to preview.
             "content_fields": [
-                {"field": form[name], "warnings": form.field_warnings.get(name, [])}
-                for name in CHANNEL_TEMPLATE_FIELDS.get(campaign.channel, ())
+                {
+                    "field": form[name],
+                    "warnings": form.field_warnings.get(name, []),
+                    "heading": CampaignChannel(channel).label if len(channels) > 1 and index == 0 else "",
+                }
+                for channel in channels
+                for index, name in enumerate(CHANNEL_TEMPLATE_FIELDS.get(channel, ()))
             ],
+            "preview_channels": [(c, CampaignChannel(c).label) for c in channels] if len(channels) > 1 else [],
             "cta_warnings": form.field_warnings.get("cta_label", []) + form.field_warnings.get("cta_url", []),
             "preview_url": preview_url,
             "test_url": self.url("send_test", campaign),
@@ -473,13 +482,20 @@ class PreviewView(ComposerView):
             context["contact"] = contact
             try:
                 context["preview"] = services.campaign_preview(
-                    campaign=campaign, variant=form.instance, contact=context["contact"]
-                )
+                    campaign=campaign, variant=form.instance, contact=context["contact"],
+                    channel=preview_channel(request, campaign),
+                )  # fmt: skip
             except ValidationError as error:
                 context["preview_errors"] = error.messages
         response = render(request, "campaigns/_preview.html", context, status=status)
         response["Cache-Control"] = "no-store"
         return response
+
+
+def preview_channel(request: HttpRequest, campaign: Campaign) -> str | None:
+    """The channel a preferred-channel campaign's preview and test are for (None: the campaign's own)."""
+    chosen = request.POST.get("channel", "")
+    return chosen if chosen in campaign_channels(campaign) else None
 
 
 EMAIL_FRAME_POLICY = {
@@ -517,7 +533,10 @@ class EmailFrameView(ComposerView):
             contact = selectors.preview_contact(campaign, contact_form.cleaned_data["preview_contact"])
             if contact is not None:
                 try:
-                    markup = services.campaign_preview(campaign=campaign, variant=form.instance, contact=contact).html
+                    markup = services.campaign_preview(
+                        campaign=campaign, variant=form.instance, contact=contact,
+                        channel=preview_channel(request, campaign),
+                    ).html  # fmt: skip
                 except ValidationError:
                     markup = ""
         response = HttpResponse(markup or "<!DOCTYPE html><title>No preview</title>", content_type="text/html")
@@ -538,7 +557,10 @@ class SendTestView(ComposerView):
         instance = variant or Variant(tenant=self.tenant, campaign=campaign)
         form = VariantForm(request.POST, instance=instance, campaign=campaign)
         contact_form = PreviewContactForm(request.POST, tenant=self.tenant)
-        test_form = TestSendForm(request.POST, channel=campaign.channel, user_email=self.membership.user.email)
+        channel = preview_channel(request, campaign)
+        test_form = TestSendForm(
+            request.POST, channel=channel or campaign.channel, user_email=self.membership.user.email
+        )
         context: dict[str, Any] = {"test_form": test_form}
         status = 400
         if not (form.is_valid() and contact_form.is_valid() and test_form.is_valid()):
@@ -554,8 +576,9 @@ class SendTestView(ComposerView):
             to = test_form.cleaned_data["to"]
             try:
                 result = services.campaign_send_test(
-                    campaign=campaign, variant=form.instance, contact=contact, to=to, actor=self.actor()
-                )
+                    campaign=campaign, variant=form.instance, contact=contact, to=to, actor=self.actor(),
+                    channel=channel,
+                )  # fmt: skip
             except ValidationError as error:
                 context["errors"] = error.messages
             else:

@@ -9,6 +9,10 @@ committed, with ``tenant_id`` and ``event_ids``; ``lifecycle_changed`` after lif
 changed, with ``tenant_id`` and ``changes`` ([contact id, new stage] pairs). Journeys listen, to
 start on events and stages, wake contacts waiting for an event and convert those reaching a goal.
 
+These three are sent robustly (``send_robust``): the write has committed, so a listener that fails
+(the broker away for longer than Celery waits to publish, about 4 s) is logged and the others still
+run, and the request that wrote does not turn into a 500.
+
 ``contact_erasing`` is sent inside the erasure's transaction, with ``tenant_id`` and
 ``contact_id``, so apps that keep personal data about a contact (campaigns' delivery
 feedback, which holds provider payloads with the address) remove it in the same commit.
@@ -31,18 +35,18 @@ def contacts_touched(tenant_id: int, contact_ids: Iterable[int]) -> None:
     """Announce, once the current transaction commits, that these contacts changed."""
     ids = sorted({int(pk) for pk in contact_ids if pk is not None})
     if ids:
-        transaction.on_commit(lambda: contacts_changed.send(sender=None, tenant_id=tenant_id, contact_ids=ids))
+        transaction.on_commit(lambda: contacts_changed.send_robust(sender=None, tenant_id=tenant_id, contact_ids=ids))
 
 
 def events_applied(tenant_id: int, event_ids: Iterable[int]) -> None:
     """Announce, once the current transaction commits, that these events were recorded and applied."""
     ids = sorted(int(pk) for pk in event_ids)
     if ids:
-        transaction.on_commit(lambda: events_recorded.send(sender=None, tenant_id=tenant_id, event_ids=ids))
+        transaction.on_commit(lambda: events_recorded.send_robust(sender=None, tenant_id=tenant_id, event_ids=ids))
 
 
 def stages_changed(tenant_id: int, changes: Iterable[tuple[int, str]]) -> None:
     """Announce, once the current transaction commits, contacts' new lifecycle stages."""
     pairs = [[int(contact_id), stage] for contact_id, stage in changes]
     if pairs:
-        transaction.on_commit(lambda: lifecycle_changed.send(sender=None, tenant_id=tenant_id, changes=pairs))
+        transaction.on_commit(lambda: lifecycle_changed.send_robust(sender=None, tenant_id=tenant_id, changes=pairs))

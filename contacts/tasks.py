@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from email.utils import formataddr
 
 from django.core.mail import send_mail
 from django.template.loader import render_to_string
@@ -25,13 +26,11 @@ def send_consent_confirmation(tenant_id: int, record_id: int) -> None:
     link = confirmation_url(confirmation_token(record, record.contact.email))
     tenant = record.tenant
     context = {"tenant": tenant, "record": record, "link": link}
-    sender = (
-        f"{tenant.default_sender_name or tenant.name} <{tenant.default_sender_email}>"
-        if (tenant.default_sender_email)
-        else None
-    )
+    # Names are a tenant's free text: quoted as one display name, on one line (no header of their own).
+    name = " ".join((tenant.default_sender_name or tenant.name).split())
+    sender = formataddr((name, tenant.default_sender_email)) if tenant.default_sender_email else None
     send_mail(
-        subject=f"Please confirm your subscription to {tenant.name}",
+        subject=" ".join(f"Please confirm your subscription to {tenant.name}".split()),
         message=render_to_string("contacts/email/confirm_consent.txt", context),
         from_email=sender,
         recipient_list=[record.contact.email],

@@ -16,8 +16,18 @@ from typing import Any, cast
 from django import forms
 from django.core.exceptions import ValidationError
 
-from campaigns.forms import SenderForm, VariantForm, tenant_segments
+from campaigns.forms import (
+    CHANNEL_CHOICES,
+    SenderForm,
+    VariantForm,
+    channel_order,
+    preferred_channels_field,
+    preferred_first_field,
+    preferred_order,
+    tenant_segments,
+)
 from campaigns.models import Campaign, CampaignChannel, Variant
+from campaigns.validation import PREFERRED, PREFERRED_CHOICES
 from contacts.models import AttributeDefinition, Channel, LifecycleStage
 from contacts.selectors import purpose_label
 from journeys.models import Enrollment, Journey, Step, StepKind
@@ -64,6 +74,8 @@ def parse_json(text: str, *, expect: type, example: str) -> Any:
             "This is not valid JSON (line %(line)s, column %(column)s: %(message)s).",
             params={"line": error.lineno, "column": error.colno, "message": error.msg},
         ) from None
+    except RecursionError:  # nested deeper than Python's decoder goes (not a ValueError)
+        raise ValidationError("This JSON nests too deep.") from None
     if not isinstance(value, expect):
         raise ValidationError(f"Expected {example}.")
     return value
@@ -531,15 +543,50 @@ class WebhookForm(StepForm):
 
 
 class SendForm(StepForm):
-    channel = forms.ChoiceField(choices=CampaignChannel.choices, label="Channel")
-    error_fields = {"channel": "channel"}
+    channel = forms.ChoiceField(choices=CHANNEL_CHOICES, label="Channel")
+    # Each contact's preferred channel (analytics/preferred_channel.py): the channels it may choose.
+    channels = preferred_channels_field()
+    first = preferred_first_field()
+    error_fields = {"channel": "channel", "channels": "channels"}
+    order: list[str] | None = None
 
     @classmethod
     def initial_for(cls, config: Mapping[str, Any]) -> dict[str, Any]:
-        return {"channel": config.get("channel") or CampaignChannel.EMAIL}
+        channels = step_channels(config)
+        return {"channel": config.get("channel") or CampaignChannel.EMAIL, "channels": channels, "first": channels[0]}
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("channel") == PREFERRED:
+            self.order = preferred_order(self, "channels", "first")
+        return data
 
     def config(self) -> dict[str, Any]:
-        return {"channel": self.cleaned_data["channel"]}
+        channel = self.cleaned_data["channel"]
+        if channel == PREFERRED and self.order:
+            return {"channel": PREFERRED, "channels": self.order}
+        return {"channel": channel}
+
+
+# A new step on each contact's preferred channel chooses between these until the person says otherwise.
+DEFAULT_PREFERRED = [CampaignChannel.EMAIL, CampaignChannel.SMS]
+
+
+def posted_channels(data: Any) -> list[str]:
+    """The channels a send step's form posts for each contact's preferred channel, in order (none when fewer
+    than two: the form says so)."""
+    order = channel_order(data.getlist("channels"), data.get("first") or "")
+    return order if len(order) >= 2 else []
+
+
+def step_channels(config: Mapping[str, Any]) -> list[str]:
+    """A send step's channels on each contact's preferred channel, as far as they are valid (the default else)."""
+    channels = config.get("channels")
+    if isinstance(channels, list):
+        valid = [c for c in dict.fromkeys(channels) if c in PREFERRED_CHOICES]
+        if len(valid) >= 2:
+            return valid
+    return list(DEFAULT_PREFERRED)
 
 
 class ExitForm(StepForm):
@@ -664,9 +711,15 @@ class StepEditor:
             )  # fmt: skip
         if kind == StepKind.SEND:
             channel = str(config.get("channel") or CampaignChannel.EMAIL)
+            preferred = step_channels(config) if channel == PREFERRED else []
+            if preferred and data is not None and hasattr(data, "getlist"):
+                # The channels as posted: each variant is checked for the channels about to be saved.
+                preferred = posted_channels(data) or preferred
             if campaign is None:
                 campaign = Campaign(tenant=tenant, kind=Campaign.Kind.JOURNEY, channel=channel)
-            campaign.channel = channel  # the step's channel is the message's
+            # The step's channel is the message's (each contact's preferred one: the variants hold each channel's).
+            campaign.channel = preferred[0] if preferred else channel
+            campaign.preferred_channel, campaign.preferred_channels = bool(preferred), preferred
             self.campaign = campaign
             self.sender = SenderForm(data, instance=campaign, prefix="sender")
             rows = [variant_initial(v) for v in variants]
@@ -680,8 +733,10 @@ class StepEditor:
 
     @property
     def channel(self) -> str:
-        """A send step's channel ("" for the other kinds)."""
-        return self.campaign.channel if self.campaign is not None else ""
+        """A send step's channel ("preferred" for each contact's preferred one; "" for the other kinds)."""
+        if self.campaign is None:
+            return ""
+        return PREFERRED if self.campaign.preferred_channel else self.campaign.channel
 
     # --- parsing ---
     def parts(self) -> list[Any]:

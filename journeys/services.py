@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from campaigns.models import Campaign
 from campaigns.services import journey_campaign_copy, journey_campaign_save
-from campaigns.validation import ContentCheck
+from campaigns.validation import PREFERRED, ContentCheck, content_missing
 from journeys.models import Enrollment, Journey, JourneyVersion, Step, StepKind
 from journeys.validation import Problem, StepSpec, exit_labels, graph_problems, settings_problems, step_problems
 from segments.models import Segment
@@ -174,13 +174,22 @@ def _check_step(journey: Journey, kind: str, config: Any, key: str, has_content:
         raise ValidationError({p.field or "__all__": [p.message] for p in problems})
 
 
+def _channel_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The step campaign's channel from its config: one channel, or each contact's preferred one of
+    ``channels`` (the campaign sends on the first, its siblings on the others)."""
+    if config["channel"] == PREFERRED:
+        channels = list(config["channels"])
+        return {"channel": channels[0], "preferred_channel": True, "preferred_channels": channels}
+    return {"channel": config["channel"], "preferred_channel": False}
+
+
 def _save_content(journey: Journey, step: Step, content: Mapping[str, Any] | None) -> ContentCheck:
     """Write a send step's campaign: channel from the config, the journey's purpose and goal."""
     data: dict[str, Any] = dict((content or {}).items())
     unknown = set(data) - set(CONTENT_FIELDS)
     if unknown:
         raise ValidationError({f"content.{key}": ["Unknown field."] for key in sorted(unknown)})
-    data.update(channel=step.config["channel"], purpose=journey.purpose, goal_event=journey.goal_event)
+    data.update(purpose=journey.purpose, goal_event=journey.goal_event, **_channel_settings(step.config))
     try:
         campaign, check = journey_campaign_save(
             tenant=journey.tenant, campaign=step.campaign, name=f"{journey.name} · {step.name or step.key}", data=data
@@ -456,6 +465,7 @@ def _specs(steps: Mapping[str, Step]) -> list[StepSpec]:
         if campaigns
         else ()
     )
+    missing = _preferred_content_missing(steps)
     return [
         StepSpec(
             key=step.key,
@@ -463,9 +473,35 @@ def _specs(steps: Mapping[str, Step]) -> list[StepSpec]:
             config=step.config,
             exits=step.exits,
             has_content=step.kind != StepKind.SEND or step.campaign_id in written,
+            missing_content=tuple(missing.get(step.key, ())),
         )
         for step in steps.values()
     ]
+
+
+def _preferred_content_missing(steps: Mapping[str, Step]) -> dict[str, list[str]]:
+    """Send steps on each contact's preferred channel: what each variant lacks for one of the step's channels."""
+    from campaigns.models import CampaignChannel, Variant
+
+    preferred = {
+        step.campaign_id: step
+        for step in steps.values()
+        if step.kind == StepKind.SEND and step.campaign_id is not None and step.config.get("channel") == PREFERRED
+    }
+    missing: dict[str, list[str]] = {}
+    if not preferred:
+        return missing
+    tenant_ids = {step.tenant_id for step in preferred.values()}
+    variants = Variant.objects.filter(tenant_id__in=tenant_ids, campaign_id__in=list(preferred)).order_by("position")
+    for variant in variants:
+        step = preferred[variant.campaign_id]
+        channels = step.config.get("channels")
+        for channel in channels if isinstance(channels, list) else []:
+            if channel in CampaignChannel.values:
+                said = f"Variant “{variant.name}” ({CampaignChannel(channel).label})"
+                gaps = content_missing(variant, channel)
+                missing.setdefault(step.key, []).extend(f"{said}: {message}" for _field, message in gaps)
+    return missing
 
 
 def journey_problems(*, journey: Journey, version: JourneyVersion | None = None) -> list[Problem]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from campaigns.models import CampaignChannel
+from campaigns.validation import PREFERRED, preferred_channel_errors
 from contacts.models import AttributeDefinition, Channel, LifecycleStage
 from journeys.models import Journey, StepKind
 from segments.rules import Registry, validate
@@ -62,6 +63,8 @@ class StepSpec:
     config: Mapping[str, Any]
     exits: Mapping[str, Any]
     has_content: bool = True
+    # A send step on each contact's preferred channel: what its variants lack for one of its channels.
+    missing_content: tuple[str, ...] = ()
 
 
 def duration(value: Any) -> dt.timedelta | None:
@@ -155,10 +158,17 @@ def step_problems(step: StepSpec, registry: Registry) -> list[Problem]:
     if kind not in StepKind.values:
         return [problem(f"Unknown step kind; expected one of {', '.join(StepKind.values)}.", "kind")]
     if kind == StepKind.SEND:
-        if config.get("channel") not in CampaignChannel.values:
-            problems.append(problem(f"Expected one of {', '.join(CampaignChannel.values)}.", "config.channel"))
+        channel = config.get("channel")
+        if channel == PREFERRED:
+            # Each contact's preferred channel among ``channels`` (analytics/preferred_channel.py).
+            wrong = preferred_channel_errors(preferred=True, channels=config.get("channels"))
+            problems += [problem(m, "config.channels") for messages in wrong.values() for m in messages]
+        elif channel not in CampaignChannel.values:
+            choices = ", ".join([*CampaignChannel.values, PREFERRED])
+            problems.append(problem(f"Expected one of {choices}.", "config.channel"))
         if not step.has_content:
             problems.append(problem("Write the message: add at least one variant.", "variants"))
+        problems += [problem(message, "variants") for message in step.missing_content]
     elif kind == StepKind.WAIT:
         wait = duration(config.get("duration"))
         if wait is None or wait > MAX_WAIT:

@@ -22,8 +22,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 
+from campaigns.forms import CHANNEL_CHOICES
 from campaigns.models import CampaignChannel, Variant
-from campaigns.validation import CHANNEL_TEMPLATE_FIELDS
+from campaigns.validation import CHANNEL_TEMPLATE_FIELDS, PREFERRED, campaign_channels
 from contacts.models import Channel, LifecycleStage
 from journeys import selectors, services
 from journeys.blueprints import BLUEPRINTS
@@ -40,6 +41,7 @@ from journeys.forms import (
     filter_initial,
     filter_list,
     settings_field,
+    step_channels,
 )
 from journeys.models import Enrollment, Journey, JourneyVersion, Step, StepKind
 from journeys.validation import Problem, exit_labels
@@ -173,6 +175,11 @@ def step_summary(step: Step, variants: Sequence[Variant], segments: Mapping[int,
     if kind == StepKind.SEND:
         channel = str(config.get("channel") or "")
         label = CampaignChannel(channel).label if channel in CampaignChannel.values else "?"
+        if channel == PREFERRED:
+            # Each contact's preferred channel: the gist is the first channel's.
+            channels = step_channels(config)
+            label = "Preferred channel: " + ", ".join(CampaignChannel(c).label for c in channels)
+            channel = channels[0]
         if not variants:
             return f"{label} · no message yet"
         first = variants[0]
@@ -704,7 +711,7 @@ class StepPage(JourneysView):
             "can_edit": can_edit,
             "channel": editor.channel,
             "variant_rows": _content_fields(editor),
-            "channels": CampaignChannel.choices,
+            "channels": CHANNEL_CHOICES,
         }
         if editor.kind == StepKind.BRANCH:
             context.update(
@@ -721,7 +728,10 @@ def _content_fields(editor: StepEditor) -> list[dict[str, Any]]:
     (``extra``) adds a variant."""
     if editor.variants is None:
         return []
-    names = CHANNEL_TEMPLATE_FIELDS.get(editor.channel, ())
+    assert editor.campaign is not None
+    # Each contact's preferred channel: every one of its channels' fields.
+    channels = campaign_channels(editor.campaign)
+    names = [name for channel in channels for name in CHANNEL_TEMPLATE_FIELDS.get(channel, ())]
     initial = editor.variants.initial_form_count()
     return [
         {
@@ -762,7 +772,7 @@ class StepCreateView(StepPage):
     def kind_of(self, source: Mapping[str, Any]) -> tuple[str, str]:
         kind, _, channel = str(source.get("kind") or "").partition(":")
         channel = channel or str(source.get("channel") or "")
-        if channel not in CampaignChannel.values:
+        if channel not in CampaignChannel.values and channel != PREFERRED:
             channel = CampaignChannel.EMAIL
         return kind, channel
 
@@ -880,17 +890,18 @@ class StepEditView(StepPage):
 
     def change_channel(self, journey: Journey, step: Step, channel: str) -> HttpResponse:
         """A send step's new channel: saved first, so that the page shows that channel's message fields."""
-        if channel not in CampaignChannel.values:
+        if channel not in CampaignChannel.values and channel != PREFERRED:
             messages.error(self.request, "Choose a channel.")
             return redirect(self.url("step_edit", journey, step_key=step.key))
+        config = {**step.config, "channel": channel}
+        if channel == PREFERRED:
+            config["channels"] = step_channels(step.config)
         try:
-            services.step_update(
-                journey=journey, actor=self.actor(), key=step.key, data={"config": {**step.config, "channel": channel}}
-            )
+            services.step_update(journey=journey, actor=self.actor(), key=step.key, data={"config": config})
         except ValidationError as error:
             _messages_of(self.request, error)
         else:
-            label = CampaignChannel(channel).label
+            label = dict(CHANNEL_CHOICES)[channel]
             messages.info(
                 self.request, f"The channel is now {label}. Write each variant's {label} message, then save again."
             )

@@ -31,9 +31,17 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
         name="Recompute send-time profiles", task="analytics.tasks.send_time_recompute_all", crontab="23 4 * * *"
     ),
     PeriodicTaskSpec(
+        name="Recompute preferred-channel profiles",
+        task="analytics.tasks.channel_profiles_recompute_all",
+        crontab="41 4 * * *",
+    ),
+    PeriodicTaskSpec(
         name="Decide due A/B tests", task="analytics.experiments.decide_due_experiments", crontab="*/5 * * * *"
     ),
     PeriodicTaskSpec(name="Count message figures", task="analytics.tasks.stats_refresh_all", crontab="* * * * *"),
+    PeriodicTaskSpec(
+        name="Write slot impressions", task="personalization.tasks.flush_impressions_all", crontab="* * * * *"
+    ),
     PeriodicTaskSpec(
         name="Keep customer value figures warm", task="analytics.tasks.value_refresh_viewed", crontab="*/5 * * * *"
     ),

@@ -60,10 +60,14 @@ INSTALLED_APPS = [
     "campaigns",
     "journeys",
     "analytics",
+    "personalization",
+    "audiences",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outside CommonMiddleware, so the 400 of a refused Host header is not frameable either.
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "csp.middleware.CSPMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -71,7 +75,6 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "tenants.middleware.TenantMiddleware",
@@ -150,6 +153,9 @@ ACCOUNT_EMAIL_VERIFICATION = env.str("ACCOUNT_EMAIL_VERIFICATION", default="opti
 ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_LOGIN_ON_PASSWORD_RESET = False
 ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
+# Behind a reverse proxy every request comes from the proxy: count failed logins per client, taken
+# from the right end of X-Forwarded-For, by as many entries as there are proxies (0: REMOTE_ADDR).
+ALLAUTH_TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Segmentor] "
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 MFA_TOTP_ISSUER = "Segmentor"
@@ -257,6 +263,8 @@ SPECTACULAR_SETTINGS = {
         "SuppressionReasonEnum": "contacts.models.Suppression.Reason",
         "ImportStatusEnum": "contacts.models.ImportJob.Status",
     },
+    # The errors every operation can answer (401, 403, 429, 503, ...) and the one error shape on all of them.
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "tenants.api.schema.document_errors"],
 }
 
 # --- Celery -----------------------------------------------------------------
@@ -275,8 +283,14 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# The database scheduler, firing only while it holds a leader lock: two beats never fire twice (segmentor/beat.py).
+CELERY_BEAT_SCHEDULER = "segmentor.beat:LeaderScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A worker waits for a broker that is away, however long (Celery's default gives up and exits after
+# 100 tries), and a send in progress goes on meanwhile: it needs only the database, and its message,
+# redelivered later, finds nothing left to do (pinned: Celery 6 would cancel it).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 
 # --- Logging ------------------------------------------------------------------
 LOGGING = {
@@ -289,6 +303,16 @@ LOGGING = {
 
 # --- Segmentor ----------------------------------------------------------------
 INVITATION_MAX_AGE_DAYS = 7
-# Outbound HTTP (webhooks, SMS, push) refuses private addresses; these host:port pairs, as
+# Outbound HTTP (webhooks, SMS, push) and a tenant's own SMTP server refuse private addresses; these host:port pairs, as
 # written in the URL (e.g. 127.0.0.1:8025), are exempt. For tests and local development only.
 OUTBOUND_HTTP_ALLOWED_HOSTS = env.list("OUTBOUND_HTTP_ALLOWED_HOSTS", default=[])
+# Website personalisation (personalization/, docs/personalization.md): decisions are cached only in a
+# cache every web process shares (Redis), since a change must reach all of them; requests per site key
+# and per visitor; the demo shop page at /demo/shop/ (on with DEBUG).
+PERSONALIZATION_CACHE = env.bool("PERSONALIZATION_CACHE", default="locmem" not in CACHES["default"]["BACKEND"].lower())
+PERSONALIZATION_DECISION_TTL = env.int("PERSONALIZATION_DECISION_TTL", default=300)
+# Impressions counted in Redis and written by a worker each minute (else each decision upserts its own).
+PERSONALIZATION_BUFFER_IMPRESSIONS = env.bool("PERSONALIZATION_BUFFER_IMPRESSIONS", default=PERSONALIZATION_CACHE)
+PERSONALIZATION_KEY_RATE = env.str("PERSONALIZATION_KEY_RATE", default="6000/min")
+PERSONALIZATION_VISITOR_RATE = env.str("PERSONALIZATION_VISITOR_RATE", default="120/min")
+PERSONALIZATION_DEMO = env.bool("PERSONALIZATION_DEMO", default=DEBUG)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from allauth.account.decorators import secure_admin_login
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
@@ -8,8 +9,13 @@ from analytics import views_public as tracking_views
 from campaigns import views_public as optout_views
 from campaigns.urls_hooks import anymail_patterns
 from contacts import views as contact_views
+from personalization import demo as personalization_demo
 from segmentor import views as project_views
 from tenants import views as tenant_views
+
+# The admin signs people in through allauth's login, not its own form: the same lockout after failed
+# attempts (ACCOUNT_RATE_LIMITS) and the same second factor (TOTP) as everywhere else.
+admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-assign]
 
 # Every tenant-scoped page lives under /t/<tenant_slug>/; the TenantMiddleware
 # checks membership for any URL with that keyword.
@@ -20,6 +26,8 @@ tenant_patterns = [
     path("campaigns/", include("campaigns.urls")),
     path("journeys/", include("journeys.urls")),
     path("analytics/", include("analytics.urls")),
+    path("audiences/", include("audiences.urls")),
+    path("personalization/", include("personalization.urls")),
 ]
 
 api_v1_patterns = [
@@ -31,6 +39,8 @@ api_v1_patterns = [
     path("", include("analytics.api.urls")),
     path("", include("analytics.api_value_urls")),
     path("", include("analytics.api_experiments_urls")),
+    path("", include("audiences.api.urls")),
+    path("", include("personalization.api.urls")),
 ]
 
 urlpatterns = [
@@ -45,6 +55,10 @@ urlpatterns = [
     # Open pixel and click redirect in every tracked email (analytics/tracking.py): the signed token is the key.
     path("r/o/<str:token>.gif", tracking_views.open_pixel, name="track_open"),
     path("r/c/<str:token>/", tracking_views.click, name="track_click"),
+    # The website snippet's endpoints, authenticated by a public site key only (personalization/public.py),
+    # and the demo shop page that uses it (on with PERSONALIZATION_DEMO).
+    path("p/v1/", include("personalization.public_urls")),
+    path("demo/shop/", personalization_demo.shop, name="demo_shop"),
     # Delivery feedback from providers, authenticated by the tenant's secret (campaigns/views_feedback.py).
     path("hooks/<slug:slug>/", include("campaigns.urls_hooks")),
     path("anymail/", include((anymail_patterns, "anymail"))),

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.cache import never_cache
 
 from segmentor.celery import app as celery_app
+from segmentor.unavailable import unavailable_response_for_current_exception
 from tenants.api.errors import json_not_found, json_server_error
 
 
+# Not inside the request transaction: with the database down it must still answer, in its own shape.
+@transaction.non_atomic_requests
 @never_cache
 def healthz(request: HttpRequest) -> JsonResponse:
     """Report whether the database and the Celery broker can be reached (200 or 503)."""
@@ -43,6 +46,8 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
+    if (unavailable := unavailable_response_for_current_exception(request)) is not None:
+        return unavailable  # a middleware's query found the database unreachable: 503, not 500
     if request.path.startswith("/api/"):
         return json_server_error(request)
     return defaults.server_error(request)

@@ -59,6 +59,8 @@ class SegmentForm(forms.Form):
                 code="invalid_json",
                 params={"line": error.lineno, "column": error.colno, "message": error.msg},
             ) from None
+        except RecursionError:  # nested deeper than Python's decoder goes (not a ValueError)
+            raise ValidationError("This JSON nests too deep.", code="invalid_json") from None
 
 
 class MembersCursorForm(forms.Form):

@@ -193,7 +193,7 @@ class SegmentPreviewView(SegmentsView):
         segment = self.segment(segment_id) if segment_id is not None else None
         try:
             body = json.loads(request.body or b"null")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested past the decoder
             body = None
         if not isinstance(body, dict) or "rules" not in body:
             error = {"path": "", "message": 'Send {"rules": <the rule tree>} as JSON.'}

@@ -27,6 +27,15 @@ class PlatformAdmin(admin.ModelAdmin):
         return self.model.all_tenants.all()
 
 
+class StaysWithTenantAdmin(PlatformAdmin):
+    """A saved row's tenant is shown, not edited: moved, an API key or a membership of tenant A's
+    would open tenant B's data to A's integration or person (tests/isolation/test_admin.py)."""
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return (*fields, "tenant") if obj is not None and "tenant" not in fields else fields
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     ordering = ("email",)
@@ -51,7 +60,7 @@ class TenantAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(PlatformAdmin):
+class MembershipAdmin(StaysWithTenantAdmin):
     list_display = ("user", "tenant", "role", "created_at")
     list_filter = ("tenant", "role")
     search_fields = ("user__email", "tenant__name", "tenant__slug")
@@ -60,7 +69,7 @@ class MembershipAdmin(PlatformAdmin):
 
 
 @admin.register(Invitation)
-class InvitationAdmin(PlatformAdmin):
+class InvitationAdmin(StaysWithTenantAdmin):
     list_display = ("email", "tenant", "role", "created_at", "accepted_at", "revoked_at")
     list_filter = ("tenant", "role")
     search_fields = ("email", "tenant__name")
@@ -68,7 +77,7 @@ class InvitationAdmin(PlatformAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(PlatformAdmin):
+class ApiKeyAdmin(StaysWithTenantAdmin):
     list_display = ("name", "tenant", "prefix", "scope", "created_at", "last_used_at", "revoked_at")
     list_filter = ("tenant", "scope")
     search_fields = ("name", "prefix", "tenant__name")

@@ -26,7 +26,7 @@ def send_invitation(tenant_id: int, invitation_id: int) -> None:
     link = settings.SITE_URL + reverse("invitation_accept", kwargs={"token": invitation_token(invitation)})
     context = {"invitation": invitation, "link": link, "max_age_days": settings.INVITATION_MAX_AGE_DAYS}
     send_mail(
-        subject=f"You are invited to {invitation.tenant.name} on Segmentor",
+        subject=" ".join(f"You are invited to {invitation.tenant.name} on Segmentor".split()),  # one line
         message=render_to_string("tenants/email/invitation.txt", context),
         from_email=None,
         recipient_list=[invitation.email],

@@ -103,6 +103,9 @@ class CampaignKpisSerializer(serializers.Serializer):
     )
     targeting = TargetingSerializer(source="comparison")
     series = DayPointSerializer(many=True, help_text="Per day, from the first day with figures to the last.")
+    channels = RowSerializer(
+        many=True, help_text="Sent on each contact's preferred channel: the figures by the channel chosen."
+    )
 
 
 class JourneyRefSerializer(serializers.Serializer):

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -36,7 +37,12 @@ WITH_STAGES = OpenApiParameter(
 
 
 def _with_stages(request: Request) -> bool:
-    return str(request.query_params.get("stages", "true")).lower() not in ("false", "0", "no")
+    value = str(request.query_params.get("stages", "")).lower()
+    if value in ("false", "0", "no"):
+        return False
+    if value not in ("", "true", "1", "yes"):
+        raise ValidationError({"stages": ["true or false."]})
+    return True
 
 
 class TenantAPIView(APIView):
@@ -67,7 +73,7 @@ class CampaignKpisView(TenantGenericAPIView):
     @extend_schema(
         operation_id="analytics_campaign_retrieve",
         parameters=[WITH_STAGES],
-        responses={200: s.CampaignKpisSerializer, 404: ERROR_RESPONSE},
+        responses={200: s.CampaignKpisSerializer, 400: ERROR_RESPONSE, 404: ERROR_RESPONSE},
         description=(
             "A campaign's figures over every run: totals; per variant; per segment (who each variant was written "
             "for: a segment, a lifecycle stage, or the default); per recipients' current lifecycle stage; targeted "
@@ -92,7 +98,7 @@ class JourneyKpisView(TenantGenericAPIView):
     @extend_schema(
         operation_id="analytics_journey_retrieve",
         parameters=[WITH_STAGES],
-        responses={200: s.JourneyKpisSerializer, 404: ERROR_RESPONSE},
+        responses={200: s.JourneyKpisSerializer, 400: ERROR_RESPONSE, 404: ERROR_RESPONSE},
         description=(
             "A journey's message figures: in all and per send step. A step's figures add up the messages of the "
             "steps with its key in every version (`versions` lists them)."

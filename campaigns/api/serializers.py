@@ -21,6 +21,7 @@ from campaigns.models import Campaign, CampaignChannel, CampaignRun, ChannelConf
 from campaigns.validation import CRONTAB_FIELDS, crontab_check
 from contacts.api.serializers import StrictSerializer, reject_unknown_keys
 from contacts.models import LifecycleStage
+from tenants.api.schema import blank_allowed, or_blank
 
 MAX_VARIANTS = 50
 MAX_AUDIENCE_SEGMENTS = 100
@@ -38,6 +39,7 @@ ENUM_COMPONENTS: dict[frozenset[str], str] = {
     frozenset(CampaignRun.Status.values): "CampaignRunStatusEnum",
     frozenset(Delivery.Status.values): "DeliveryStatusEnum",
     frozenset(Delivery.SkipReason.values): "DeliverySkipReasonEnum",
+    frozenset(Delivery.ChannelReason.values): "DeliveryChannelReasonEnum",
     frozenset(ChannelConfig.Backend.values): "ChannelBackendEnum",
     frozenset(s.value for s in SendStatus): "SendStatusEnum",
 }
@@ -59,8 +61,8 @@ class NamedChoiceFieldExtension(OpenApiSerializerFieldExtension):
         schema = {"type": "string", "enum": [str(key) for key in field.choices], "description": lines}
         component = ResolvedComponent(name=name, type=ResolvedComponent.SCHEMA, object=name, schema=schema)
         auto_schema.registry.register_on_missing(component)
-        if getattr(field, "allow_blank", False):
-            return {"oneOf": [component.ref, {"type": "string", "enum": [""]}]}
+        if blank_allowed(field):
+            return or_blank(component.ref)
         if getattr(field, "allow_null", False):
             return {"allOf": [component.ref], "nullable": True}
         return component.ref
@@ -147,7 +149,8 @@ class VariantOutputSerializer(VariantSerializer):
 CAMPAIGN_FIELDS = (
     "name", "description", "channel", "purpose", "goal_event", "attribution_window_hours", "attribution_touch",
     "cost", "track_opens", "track_clicks", "throttle_per_minute", "schedule", "send_at", "crontab", "local_time",
-    "sender_name", "sender_email", "reply_to", "sms_sender", "webhook_url", "best_time",
+    "sender_name", "sender_email", "reply_to", "sms_sender", "webhook_url", "best_time", "preferred_channel",
+    "preferred_channels",
 )  # fmt: skip
 CAMPAIGN_HELP = {
     "channel": "Fixed once the campaign has been sent.",
@@ -164,6 +167,11 @@ CAMPAIGN_HELP = {
     "local_time": "HH:MM, e.g. 09:00: each recipient gets it at that time in their own time zone.",
     "best_time": "Send at each recipient's best time within the 24 hours after the send starts: each message waits "
     "for the hour of the week its recipient opens and clicks most (not with schedule local_time).",
+    "preferred_channel": "Send each contact the message on the channel of preferred_channels they engage with most "
+    "among those they consented to (docs/preferred_channel.md); channel becomes the first of them. Each variant "
+    "then needs content for every one of them. Fixed once the campaign has been sent.",
+    "preferred_channels": "With preferred_channel: two or three of email, sms and push, in the order used for "
+    "contacts with no engagement yet.",
 }
 
 
@@ -208,6 +216,10 @@ class CampaignWriteSerializer(StrictSerializer, CampaignsModelSerializer):
 
     audience = AudienceSerializer(required=False)
     variants = VariantSerializer(many=True, required=False, max_length=MAX_VARIANTS)  # type: ignore[call-arg]
+    preferred_channels = serializers.ListField(
+        child=serializers.CharField(max_length=10), max_length=len(CampaignChannel.values), required=False,
+        help_text=CAMPAIGN_HELP["preferred_channels"],
+    )  # fmt: skip
 
     class Meta:
         model = Campaign
@@ -242,8 +254,12 @@ class CampaignWriteSerializer(StrictSerializer, CampaignsModelSerializer):
 
 
 # --- actions -----------------------------------------------------------------------------------------
+CHANNEL_INPUT_HELP = "A preferred-channel campaign: the channel to render it for (its first when absent)."
+
+
 class SendTestInputSerializer(StrictSerializer):
     contact_id = serializers.IntegerField(min_value=1, help_text="Render the message as this contact.")
+    channel = NamedChoiceField(choices=CampaignChannel.choices, required=False, help_text=CHANNEL_INPUT_HELP)
     to = serializers.CharField(
         max_length=500,
         help_text="Where to send the test: an email address, a phone number, a device token or a webhook URL.",
@@ -264,6 +280,7 @@ class SendTestResultSerializer(serializers.Serializer):
 
 class MessagePreviewInputSerializer(StrictSerializer):
     contact_id = serializers.IntegerField(min_value=1, help_text="Render the message as this contact.")
+    channel = NamedChoiceField(choices=CampaignChannel.choices, required=False, help_text=CHANNEL_INPUT_HELP)
     variant_id = serializers.IntegerField(
         min_value=1, required=False, allow_null=True, help_text="The campaign's first variant when absent."
     )
@@ -341,14 +358,29 @@ class DeliveryFilterSerializer(StrictQuerySerializer):
 class DeliverySerializer(CampaignsModelSerializer):
     contact_id = serializers.IntegerField(read_only=True)
     variant_id = serializers.IntegerField(read_only=True, allow_null=True)
+    channel_scores = serializers.DictField(
+        child=serializers.FloatField(), read_only=True, allow_null=True,
+        help_text="Preferred channel: the engagement score (0 to 1) of each channel the contact could get it by.",
+    )  # fmt: skip
+    channel_reason_text = serializers.SerializerMethodField(help_text="The choice in words.")
 
     class Meta:
         model = Delivery
         fields = (
             "id", "contact_id", "variant_id", "status", "skip_reason", "not_before", "attempts", "sent_at",
-            "provider_message_id", "error",
+            "provider_message_id", "error", "chosen_channel", "channel_reason", "channel_scores",
+            "channel_reason_text",
         )  # fmt: skip
         read_only_fields = fields
+        extra_kwargs = {
+            "chosen_channel": {"help_text": "Preferred channel: the channel chosen for the contact (blank otherwise)."},
+            "channel_reason": {"help_text": "Preferred channel: why that channel."},
+        }
+
+    def get_channel_reason_text(self, delivery: Delivery) -> str:
+        from analytics.preferred_channel import reason_text
+
+        return reason_text(delivery.chosen_channel, delivery.channel_reason, delivery.channel_scores)
 
 
 class CampaignFilterSerializer(StrictQuerySerializer):

@@ -333,8 +333,9 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantVi
         data = parse(s.SendTestInputSerializer, request.data)
         contact, variant = self.contact_and_variant(campaign, data)
         result = campaign_services.campaign_send_test(
-            campaign=campaign, variant=variant, contact=contact, to=data["to"], actor=request_actor(request)
-        )
+            campaign=campaign, variant=variant, contact=contact, to=data["to"], actor=request_actor(request),
+            channel=data.get("channel"),
+        )  # fmt: skip
         return Response(
             {"status": str(result.status), "provider_message_id": result.provider_message_id, "error": result.error}
         )
@@ -347,8 +348,11 @@ class CampaignViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TenantVi
     @action(detail=True, methods=["post"])
     def preview(self, request: Request, campaign_id: str) -> Response:
         campaign = self.get_object()
-        contact, variant = self.contact_and_variant(campaign, parse(s.MessagePreviewInputSerializer, request.data))
-        preview = campaign_services.campaign_preview(campaign=campaign, variant=variant, contact=contact)
+        data = parse(s.MessagePreviewInputSerializer, request.data)
+        contact, variant = self.contact_and_variant(campaign, data)
+        preview = campaign_services.campaign_preview(
+            campaign=campaign, variant=variant, contact=contact, channel=data.get("channel")
+        )
         return Response(as_plain(preview))
 
     @extend_schema(

@@ -17,6 +17,7 @@ import logging
 import re
 import secrets
 import smtplib
+import socket
 from collections.abc import Iterable, Iterator, Sequence
 from email.header import Header
 from email.utils import formatdate, parseaddr
@@ -30,6 +31,7 @@ from django.core.mail.message import sanitize_address
 from django.utils.module_loading import import_string
 
 from campaigns.channels.base import OutgoingEmail, SendResult, SendStatus, status_for_http, status_for_smtp
+from campaigns.channels.http import OutboundHttpError, checked_addresses, result_for_error
 
 # A django-anymail service as its backend module is named (amazon_ses, sendgrid, postmark…).
 ESP_NAME = re.compile(r"^[a-z][a-z0-9_]{1,30}$")
@@ -161,6 +163,42 @@ def mime_bytes(message: OutgoingEmail, *, date: str | None = None, eight_bit: bo
     return head.encode("utf-8") + single
 
 
+# --- a tenant's own SMTP server: only at a public address --------------------------------------------
+class _CheckedSocket:
+    """Connect only to a public address of the host, resolved once (the outbound HTTP guard's policy).
+
+    A tenant names its own SMTP server; without this, ``127.0.0.1:6379`` or a relay on our network
+    would be one setting away. ``OUTBOUND_HTTP_ALLOWED_HOSTS`` exempts ``host:port`` pairs (tests).
+    """
+
+    source_address: Any
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        last_error: OSError | None = None
+        for address in checked_addresses(host, port):  # raises RequestRefused for a private address
+            try:
+                return socket.create_connection((address, port), timeout, self.source_address)
+            except OSError as exc:
+                last_error = exc
+        raise last_error or OSError(f"could not connect to {host}")
+
+
+class _CheckedSMTP(_CheckedSocket, smtplib.SMTP):
+    pass
+
+
+class _CheckedSMTPSSL(smtplib.SMTP_SSL, _CheckedSMTP):  # SMTP_SSL wraps the socket _CheckedSocket opened
+    pass
+
+
+class TenantSmtpBackend(SmtpEmailBackend):
+    """Django's SMTP backend for a server a tenant configured: public addresses only."""
+
+    @property
+    def connection_class(self) -> type[smtplib.SMTP]:
+        return _CheckedSMTPSSL if self.use_ssl else _CheckedSMTP
+
+
 def _smtp_reply(code: int, text: bytes | str) -> str:
     reply = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
     return f"SMTP {code}: {reply}"
@@ -256,6 +294,8 @@ class DjangoEmailBackend:
     def _open(self, connection: BaseEmailBackend) -> SendResult | None:
         try:
             connection.open()
+        except OutboundHttpError as exc:  # a server at a private address: refused for good, with the reason
+            return result_for_error(exc)
         except Exception as exc:  # noqa: BLE001 - every message of the batch gets this answer
             # Connection-level trouble (refused, TLS, login) is not about any one recipient.
             return SendResult.transient(f"could not open the email connection: {type(exc).__name__}: {exc}")
@@ -264,7 +304,9 @@ class DjangoEmailBackend:
     def _send_one(self, connection: BaseEmailBackend, message: OutgoingEmail) -> tuple[SendResult, bool]:
         """Return the message's result and whether the connection was lost on the way."""
         try:
-            if type(connection) is SmtpEmailBackend and connection.connection is not None:
+            # Django's own SMTP backend (or ours for a tenant's server), not a subclass that may send otherwise.
+            exact = type(connection) in (SmtpEmailBackend, TenantSmtpBackend)
+            if exact and isinstance(connection, SmtpEmailBackend) and connection.connection is not None:
                 return self._send_smtp(connection, message), False
             email = build_email(message, connection)
             sent = connection.send_messages([email])

@@ -52,6 +52,13 @@ USER_AGENT = "Segmentor/1.0"
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Not globally reachable (IANA special-purpose registries) though Python 3.11's is_global says so:
+# 192.0.0.0/24 holds cloud metadata services (192.0.0.192), fec0::/10 is the old site-local range.
+_NOT_GLOBAL = (
+    ipaddress.IPv4Network("192.0.0.0/24"),
+    ipaddress.IPv4Network("192.88.99.0/24"),
+    ipaddress.IPv6Network("fec0::/10"),
+)
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,8 @@ def is_public_address(address: IPAddress) -> bool:
             embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
         if embedded is not None:
             return is_public_address(embedded)
+    if any(address in network for network in _NOT_GLOBAL if network.version == address.version):
+        return False
     return address.is_global and not (
         address.is_private
         or address.is_loopback

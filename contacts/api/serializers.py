@@ -80,7 +80,7 @@ def _input_field(field: ContactField) -> serializers.Field:
 
 def _output_field(field: ContactField) -> serializers.Field:
     if field.type == "date":
-        return serializers.DateField(read_only=True)
+        return serializers.DateField(read_only=True, allow_null=True)
     if field.type in ("tags", "tokens"):
         return serializers.ListField(child=serializers.CharField(), read_only=True)
     return serializers.CharField(read_only=True)  # Country renders as its code
@@ -102,12 +102,12 @@ class ContactInputSerializer(serializers.Serializer):
 
 
 class EngagementSerializer(serializers.Serializer):
-    first_seen_at = serializers.DateTimeField(read_only=True)
-    last_seen_at = serializers.DateTimeField(read_only=True)
-    last_engaged_at = serializers.DateTimeField(read_only=True)
+    first_seen_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_seen_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    last_engaged_at = serializers.DateTimeField(read_only=True, allow_null=True)
     order_count = serializers.IntegerField(read_only=True)
     total_revenue = serializers.DecimalField(max_digits=14, decimal_places=2, read_only=True)
-    last_order_at = serializers.DateTimeField(read_only=True)
+    last_order_at = serializers.DateTimeField(read_only=True, allow_null=True)
 
 
 class ConsentStateSerializer(serializers.Serializer):
@@ -141,10 +141,10 @@ class ContactSerializer(serializers.Serializer):
     anonymous_id = serializers.CharField(read_only=True)
     attributes = serializers.DictField(read_only=True)
     lifecycle_stage = serializers.ChoiceField(choices=LifecycleStage.choices, read_only=True)
-    lifecycle_changed_at = serializers.DateTimeField(read_only=True)
+    lifecycle_changed_at = serializers.DateTimeField(read_only=True, allow_null=True)
     engagement = EngagementSerializer(source="*", read_only=True)
     consent = serializers.SerializerMethodField()
-    erased_at = serializers.DateTimeField(read_only=True)
+    erased_at = serializers.DateTimeField(read_only=True, allow_null=True)
     created_at = serializers.DateTimeField(read_only=True)
     updated_at = serializers.DateTimeField(read_only=True)
 

@@ -369,7 +369,9 @@ class IdentifyView(APIView):
 
 # --- suppressions --------------------------------------------------------------------------------
 @extend_schema_view(
-    list=extend_schema(parameters=[s.SuppressionFilterSerializer]),
+    list=extend_schema(
+        parameters=[s.SuppressionFilterSerializer], responses={200: s.SuppressionSerializer, 400: ERROR_RESPONSE}
+    ),
     destroy=extend_schema(
         responses={204: None, 400: ERROR_RESPONSE, 404: ERROR_RESPONSE},
         description="Lift a manual or hard-bounce suppression. Unsubscribes, complaints and erasures stay.",

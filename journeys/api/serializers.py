@@ -31,6 +31,7 @@ from journeys.blueprints import BLUEPRINTS
 from journeys.models import Enrollment, Journey, JourneyVersion, Step, StepKind
 from journeys.selectors import JourneySummary, StepFigures, enrollment_path
 from journeys.validation import MAX_STEPS
+from tenants.api.schema import blank_allowed, or_blank
 
 MAX_ID = 2**63 - 1  # ids are bigints: a larger number is refused here, not by the database
 MAX_TRIGGER_FILTERS = 50
@@ -66,8 +67,8 @@ class JourneyChoiceFieldExtension(OpenApiSerializerFieldExtension):
         schema = {"type": "string", "enum": [str(key) for key in field.choices], "description": lines}
         component = ResolvedComponent(name=name, type=ResolvedComponent.SCHEMA, object=name, schema=schema)
         auto_schema.registry.register_on_missing(component)
-        if getattr(field, "allow_blank", False):
-            return {"oneOf": [component.ref, {"type": "string", "enum": [""]}]}
+        if blank_allowed(field):
+            return or_blank(component.ref)
         return component.ref
 
 
@@ -187,7 +188,9 @@ def step_content(step: Step) -> dict[str, Any] | None:
 
 
 STEP_CONFIG_HELP = (
-    "Per kind (docs/journeys.md): send {channel}; wait {duration: {amount, unit}}; wait_until {weekdays, time}; "
+    "Per kind (docs/journeys.md): send {channel} (or each contact's preferred channel: {channel: preferred, "
+    "channels: [two or three of email, sms, push, in the order used without engagement]}, docs/preferred_channel.md); "
+    "wait {duration: {amount, unit}}; wait_until {weekdays, time}; "
     "wait_event {event, filters, timeout}; branch {rules: a segment rule tree}; split {paths: [{label, weight}]}; "
     "update {set_attributes, add_to_list, stage}; webhook {url}; exit {}."
 )

@@ -272,6 +272,8 @@ class RuleTreeFieldExtension(OpenApiSerializerFieldExtension):
         for name, schema in components().items():
             component = ResolvedComponent(name=name, type=ResolvedComponent.SCHEMA, object=name, schema=schema)
             auto_schema.registry.register_on_missing(component)
+        if self.target.read_only:  # a segment as read: a static one's rules are {}
+            return {"oneOf": [_ref(TREE), {"type": "object", "maxProperties": 0}]}
         return _ref(TREE)
 
 

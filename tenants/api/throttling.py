@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.cache.backends.redis import RedisCache
+from redis.exceptions import RedisError
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
 from tenants.models import ApiKey
+
+logger = logging.getLogger(__name__)
 
 PERIODS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
 
@@ -49,7 +53,12 @@ class ApiKeyRateThrottle(BaseThrottle):
         limit, period = parse_rate(str(settings.API_KEY_THROTTLE_RATE))
         now = time.time()
         window = int(now // period)
-        count = count_hit(f"throttle:api_key:{request.auth.pk}:{period}:{window}", period + 1)
+        try:
+            count = count_hit(f"throttle:api_key:{request.auth.pk}:{period}:{window}", period + 1)
+        except (RedisError, OSError):  # the shared cache is away, e.g. Redis restarting
+            # Fail open: a few seconds without a limit beat every API request failing meanwhile.
+            logger.warning("throttle.cache_unavailable", exc_info=True, extra={"api_key_id": request.auth.pk})
+            return True
         self._wait = (window + 1) * period - now
         return count <= limit
 

@@ -86,6 +86,8 @@ class SlowInbox(Inbox):
 class Workers:
     """Start and kill real worker processes; each one logs to a file shown when a test fails."""
 
+    code = WORKER  # what each process runs (bench/faults.py puts more timing knobs in front)
+
     def __init__(self, folder: Path, smtp_port: int, extra_env: dict[str, str]) -> None:
         self.folder = folder
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -106,7 +108,7 @@ class Workers:
         name = f"worker{len(self.processes) + 1}"
         log = (self.folder / f"{name}.log").open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-c", WORKER], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-c", self.code], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**self.env, "SEGMENTOR_TEST_NAME": f"{name}@{settings.CELERY_TASK_DEFAULT_QUEUE}"},
         )  # fmt: skip
         self.processes.append(process)

@@ -39,6 +39,11 @@ PUBLIC_ROUTES: dict[str, str] = {
     "hooks/<slug:slug>/feedback/": "provider feedback: only the slug's tenant's webhook secret authenticates it",
     "hooks/<slug:slug>/sms/inbound/": "inbound SMS: X-Twilio-Signature with the slug's tenant's SMS auth token",
     "hooks/<slug:slug>/sms/status/": "SMS status callback: X-Twilio-Signature with the slug's tenant's SMS token",
+    "p/v1/events/": "website snippet: the public site key names the tenant; writes only the key's visitor's events",
+    "p/v1/identify/": "website snippet: public site key + HMAC of the user id by the tenant's server; answers no data",
+    "p/v1/decide/": "website snippet: public site key; answers only that tenant's slot content for the visitor",
+    "p/v1/click/": "website snippet: public site key; records a click, redirects only to the slot's stored link",
+    "demo/shop/": "the demo tenant's fake shop page (PERSONALIZATION_DEMO only); shows its public site key",
 }
 PUBLIC_PREFIXES: dict[str, str] = {
     "accounts/": "allauth: the signed-in user's own account",
@@ -103,9 +108,11 @@ def url_for(route: Route, values: dict[str, Any]) -> str:
 
 def object_ids(world: World, tenant: str) -> dict[str, Any]:
     """Values for every kwarg a route may name, all pointing at ``tenant``'s objects."""
+    from audiences.models import AudienceDestination, AudienceExport
     from campaigns.models import Campaign, CampaignRun, ChannelConfig, Variant
     from contacts.models import AttributeDefinition, Channel, Contact, ImportJob, Suppression
     from journeys.models import Enrollment, Journey, JourneyVersion, Step
+    from personalization.models import SiteKey, Slot, SlotVariant
     from segments.models import Segment
 
     t = world.tenant_a if tenant == "a" else world.tenant_b
@@ -156,6 +163,25 @@ def object_ids(world: World, tenant: str) -> dict[str, Any]:
             tenant=t, journey=journey, contact=contact,
             defaults={"version": version, "step": step, "entered_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC)},
         )  # fmt: skip
+        destination, _ = AudienceDestination.objects.get_or_create(
+            tenant=t, name=f"Destination {tenant.upper()}",
+            defaults={"segment": segment, "url": "https://hooks.example.com/a", "secret": "s" * 16,
+                      "interval_minutes": 60},
+        )  # fmt: skip
+        audience_export, _ = AudienceExport.objects.get_or_create(
+            tenant=t, destination=destination, segment=segment,
+            defaults={"segment_name": segment.name, "format": "google", "delivery": "push", "trigger": "manual",
+                      "requested_by": "walk", "consent_purpose": "advertising", "definition_hash": "0" * 64},
+        )  # fmt: skip
+        slot, _ = Slot.objects.get_or_create(tenant=t, key=f"hero-{tenant}", defaults={"name": f"Hero {tenant}"})
+        slot_variant, _ = SlotVariant.objects.get_or_create(
+            tenant=t, slot=slot, name=f"Slot variant {tenant}", defaults={"target": "stage", "target_stage": "lead"}
+        )
+        site_key, _ = SiteKey.objects.get_or_create(
+            tenant=t, public_key=f"pk_live_walk_{tenant}",
+            defaults={"name": f"Site key {tenant.upper()}", "allowed_origins": ["https://shop.example"],
+                      "identify_secret": f"{tenant}" * 64},
+        )  # fmt: skip
     return {
         "tenant_slug": t.slug,
         "member_id": (world.alice_membership if tenant == "a" else world.charlie_membership).id,
@@ -174,4 +200,9 @@ def object_ids(world: World, tenant: str) -> dict[str, Any]:
         # Step keys are the same in every journey ("s1"): the journey id in the URL tells whose.
         "step_key": step.key,
         "enrollment_id": enrollment.id,
+        "destination_id": destination.id,
+        "export_id": audience_export.id,
+        "slot_id": slot.id,
+        "slot_variant_id": slot_variant.id,
+        "site_key_id": site_key.id,
     }

@@ -50,7 +50,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _set_scope(self, scope: TenantScope) -> None:
         tenant = "" if scope.tenant_id is None else str(scope.tenant_id)
-        with self.connection.cursor() as cursor:
+        # Often the first statement on a connection: a lost connection must surface as Django's
+        # OperationalError (and mark the connection for closing), as from any other query.
+        with self.wrap_database_errors, self.connection.cursor() as cursor:
             cursor.execute(SET_SCOPE_SQL, [tenant, "on" if scope.platform else ""])
         self.rls_scope = scope
 

@@ -20,6 +20,7 @@ from journeys.blueprints import BLUEPRINTS
 from journeys.engine import advance_due, enroll
 from journeys.models import Journey
 from journeys.services import journey_from_blueprint, journey_start
+from personalization.demo import demo_origins, demo_seed
 from segments.models import Segment
 from segments.services import rfm_recompute, segment_create, segment_refresh
 from segments.starters import STARTER_TEMPLATES, USE_CASES
@@ -68,6 +69,9 @@ class Command(BaseCommand):
                 self._seed_results(tenant, user)
             if not Journey.objects.filter(tenant=tenant).exists():
                 self._seed_journeys(tenant, user)
+            # Website personalisation: a site key for this server's origins and a "hero" slot (once); /demo/shop/.
+            demo_seed(tenant=tenant, actor=Actor.for_user(user), origins=demo_origins())
+            self.stdout.write("  Website personalisation: a fake shop using the snippet at /demo/shop/")
         self.stdout.write(self.style.SUCCESS("Demo tenant ready."))
         self.stdout.write(f"  Sign in at /accounts/login/ as {options['email']} with password {options['password']}")
 
