@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from personalization.impressions import impressions_flush, tenants_with_impressions
 from segmentor.celery import app, tenant_task
+from tenants.models import Tenant
 
 
 @tenant_task()
@@ -13,8 +14,11 @@ def flush_impressions(tenant_id: int) -> int:
 
 @app.task
 def flush_impressions_all() -> int:
-    """Beat tick (every minute): one flush per tenant with impressions waiting."""
-    ids = tenants_with_impressions()
+    """Beat tick (every minute): one flush per tenant with impressions waiting.
+
+    The counters live in the cache, which can outlive a tenant (deleted since): only existing tenants
+    get a flush."""
+    ids = list(Tenant.objects.filter(pk__in=tenants_with_impressions()).values_list("pk", flat=True))
     for tenant_id in ids:
         flush_impressions.delay(tenant_id)
     return len(ids)

@@ -34,6 +34,22 @@ class World:
     secret_b: str
 
 
+@pytest.fixture(scope="session", autouse=True)
+def forget_cached_personalization(django_db_setup: None) -> None:
+    """The test cache (Redis) outlives a run and the test database's name repeats, so entries that a
+    previous run cached for this database (site keys by their public string, decisions) are dropped."""
+    from django.core.cache import caches
+    from django.core.cache.backends.redis import RedisCache
+
+    from personalization import versions
+
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        redis = backend._cache.get_client(write=True)
+        for key in redis.scan_iter(match=f"*{versions.cache_key('')}*"):
+            redis.delete(key)
+
+
 @pytest.fixture
 def world(db) -> World:
     alice = UserFactory(email="alice@a.example", full_name="Alice Owner")
