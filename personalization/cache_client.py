@@ -48,6 +48,36 @@ def _loaded(backend: RedisCache, keys: list[str], values: list[Any]) -> dict[str
     return {key: serializer.loads(value) for key, value in zip(keys, values, strict=True) if value is not None}
 
 
+def set_value(key: str, value: Any, ttl: int) -> None:
+    """``cache.set`` on the reused client."""
+    redis = _redis()
+    if redis is None:
+        caches["default"].set(key, value, ttl)
+        return
+    backend, client = redis
+    serializer = backend._cache._serializer  # type: ignore[attr-defined]
+    client.set(backend.make_and_validate_key(key), serializer.dumps(value), ex=ttl)
+
+
+def add_many(values: dict[str, Any], ttl: int) -> dict[str, Any]:
+    """Set each key that has no value yet (``cache.add``) and return what each holds now: one round trip."""
+    redis = _redis()
+    if redis is None:
+        backend = caches["default"]
+        return {
+            key: value if backend.add(key, value, ttl) else backend.get(key, value) for key, value in values.items()
+        }
+    backend, client = redis
+    serializer = backend._cache._serializer  # type: ignore[attr-defined]
+    names = [backend.make_and_validate_key(key) for key in values]
+    pipe = client.pipeline(transaction=False)
+    for name, value in zip(names, values.values(), strict=True):
+        pipe.set(name, serializer.dumps(value), ex=ttl, nx=True)
+    pipe.mget(names)
+    found = _loaded(backend, list(values), pipe.execute()[-1])
+    return {key: found.get(key, value) for key, value in values.items()}
+
+
 def count_hits(counters: list[tuple[str, int]], fetch: list[str] | None = None) -> tuple[list[int], dict[str, Any]]:
     """Add one to each (key, ttl) counter, expiring ``ttl`` seconds after its first hit, and read ``fetch``:
     return the counts and what was found, in one round trip."""

@@ -24,7 +24,6 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from django.conf import settings
-from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -99,7 +98,7 @@ def site_key_info(public_key: str) -> SiteKeyInfo | None:
     origins = tuple(row["allowed_origins"] or ())
     info = SiteKeyInfo(row["id"], row["tenant_id"], row["public_key"], origins, row["revoked_at"] is None, stamp)
     if versions.enabled():
-        cache.set(cache_key, info, SITE_KEY_TTL)
+        cache_client.set_value(cache_key, info, SITE_KEY_TTL)
     return info
 
 

@@ -76,17 +76,15 @@ def new_token() -> str:
 
 
 def read_tokens(keys: list[str]) -> list[str]:
-    """Return the token under each key, creating the missing ones (one round trip when all exist)."""
-    found: dict[str, Any] = cache.get_many(keys)
-    tokens = []
-    for key in keys:
-        token = found.get(key)
-        if token is None:
-            token = new_token()
-            if not cache.add(key, token, VERSION_TTL):
-                token = cache.get(key) or token
-        tokens.append(str(token))
-    return tokens
+    """Return the token under each key, creating the missing ones (two round trips when some are missing)."""
+    from personalization import cache_client
+
+    found: dict[str, Any] = cache_client.get_many(keys)
+    missing = [key for key in keys if found.get(key) is None]
+    if missing:
+        # Another process may create the same token at the same time: keep whichever was set first.
+        found.update(cache_client.add_many({key: new_token() for key in missing}, VERSION_TTL))
+    return [str(found[key]) for key in keys]
 
 
 def _bump(keys: list[str]) -> None:

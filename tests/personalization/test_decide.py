@@ -78,6 +78,7 @@ def test_an_erased_contact_gets_the_default(site: Site, client: Client):
         Contact.objects.filter(pk=contact.pk).update(erased_at=contact.created_at)
         [decision] = decide_for_contact(tenant_id=site.world.tenant_a.pk, contact_id=contact.pk, slot_keys=["hero"])
     assert decision.variant_id is None
+    assert headline(client, site, 1) == "Spring is here"  # the public path's own query agrees
 
 
 # --- the cache ----------------------------------------------------------------------------------
