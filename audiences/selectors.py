@@ -313,8 +313,8 @@ class ValueFigure:
     money: bool
 
     def as_dict(self) -> dict[str, Any]:
-        def plain(value: Decimal | float | None) -> str | float | None:
-            return str(value) if isinstance(value, Decimal) else value
+        def plain(value: Decimal | float | None) -> str | None:  # decimal text, as money is in the API
+            return None if value is None else str(value)
 
         return {"label": self.label, "seed": plain(self.seed), "overall": plain(self.overall), "money": self.money}
 

@@ -67,12 +67,30 @@ FIELD_HELP = {
 }
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "array", "items": {"type": "string"}},
+            {"type": "string", "description": "Comma- or semicolon-separated."},
+        ],
+        "nullable": True,
+        "description": "Tags: a list, or one text of comma-separated tags; blank tags are dropped, null is none.",
+    }
+)
+class TagsField(serializers.ListField):
+    """A contact's tags field as the contact services read it (contacts.fields.tags)."""
+
+    child = serializers.CharField(allow_blank=True)
+
+
 def _input_field(field: ContactField) -> serializers.Field:
     options: dict[str, Any] = {"required": False, "help_text": FIELD_HELP.get(field.name, field.label)}
     if field.type == "date":
         return serializers.DateField(allow_null=True, **options)
-    if field.type in ("tags", "tokens"):
-        return serializers.ListField(child=serializers.CharField(), **options)
+    if field.type == "tags":
+        return TagsField(allow_null=True, **options)
+    if field.type == "tokens":  # null is an empty list; a blank token is refused (contacts.fields)
+        return serializers.ListField(child=serializers.CharField(), allow_null=True, **options)
     if field.type == "email":
         return serializers.EmailField(allow_blank=True, **options)
     return serializers.CharField(max_length=field.max_length, allow_blank=True, allow_null=True, **options)
@@ -90,7 +108,9 @@ class ContactInputSerializer(serializers.Serializer):
     """A contact's writable fields. Values are validated by the contact services."""
 
     attributes = serializers.DictField(
-        required=False, help_text="Custom attributes by key, checked against the attribute definitions."
+        required=False,
+        allow_null=True,  # null: none given (contacts.fields.AttributeSchema.clean)
+        help_text="Custom attributes by key, checked against the attribute definitions.",
     )
 
     def get_fields(self) -> dict[str, serializers.Field]:

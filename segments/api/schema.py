@@ -89,8 +89,12 @@ See docs/segments.md for every condition with examples."""
 def components() -> dict[str, dict[str, Any]]:
     """The rule tree's schemas, by component name."""
     value = {"description": VALUE_SHAPES}
+    where = {  # null, like absent: no property filters
+        "type": "array", "items": _ref(PROPERTY_FILTER), "maxItems": MAX_PROPERTY_FILTERS, "nullable": True,
+    }  # fmt: skip
     window = {
-        "description": "Optional: no window means ever.",
+        "description": "Optional: no window (absent or null) means ever.",
+        "nullable": True,
         "oneOf": [
             {
                 "type": "object",
@@ -170,7 +174,7 @@ def components() -> dict[str, dict[str, Any]]:
                 "op": _enum(EVENT_OPS),
                 "count": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
                 "window": _ref(WINDOW),
-                "where": {"type": "array", "items": _ref(PROPERTY_FILTER), "maxItems": MAX_PROPERTY_FILTERS},
+                "where": where,
             },
         },
         "event_aggregate": {
@@ -184,7 +188,7 @@ def components() -> dict[str, dict[str, Any]]:
                 "op": _enum(AGGREGATE_OPS),
                 "value": {"description": "A number, or [from, to] for between."},
                 "window": _ref(WINDOW),
-                "where": {"type": "array", "items": _ref(PROPERTY_FILTER), "maxItems": MAX_PROPERTY_FILTERS},
+                "where": where,
             },
         },
         "engagement": {

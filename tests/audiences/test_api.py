@@ -144,6 +144,8 @@ def test_the_lookalike_summary(api_a_read, leads):
     }  # fmt: skip
     assert summary["tags"]["Interests"][0]["value"] == "golf"
     assert {figure["label"] for figure in summary["value"]} >= {"Average order value", "Predicted CLV per buyer"}
+    # every figure is decimal text or null, as documented, the buyer share included
+    assert all(isinstance(figure[side], str | None) for figure in summary["value"] for side in ("seed", "overall"))
 
 
 def test_a_read_only_key_reads_but_cannot_write(api_a_read, api_a, leads):

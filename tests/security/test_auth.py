@@ -35,6 +35,12 @@ NEW_PASSWORD = "another-horse-battery-staple"
 _ADDRESSES = iter(range(1, 250))
 
 
+@pytest.fixture(autouse=True)
+def own_cache(settings):
+    """Failed-login counts in a cache of this module's own: other test files clear the shared one mid-run."""
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "auth"}}
+
+
 def fresh_address() -> str:
     """A client address no earlier test used (the lockout counts live in the shared cache)."""
     return f"203.0.{next(_ADDRESSES)}.{int(time.time()) % 250 + 1}"
