@@ -23,7 +23,9 @@ profiles with nothing left in the window. Other databases run the same rules in 
 
 **The choice** (``choice_sql``, inside the snapshot's ``INSERT … SELECT``: one join of the profile, one
 of each channel's consent state): among the campaign's channels, those the contact can get it on are
-those with consent granted for the campaign's purpose and an address (email, phone, a device token).
+those with consent granted for the campaign's purpose and an address (email, phone, a device token)
+that is not suppressed (on PostgreSQL: one join of the suppression per email and SMS; elsewhere the
+sender skips a suppressed address).
 None: the first channel (``no_consent``: the sender skips it for no consent). One: that one
 (``only_consented``). All scores 0: the first of them in the campaign's order (``no_engagement``).
 Otherwise the highest score, a tie going to the earlier channel (``most_engaged``). The delivery keeps
@@ -50,7 +52,7 @@ from django.utils import timezone
 from analytics.models import ChannelProfile, MessageEvent
 from campaigns.models import Campaign, CampaignChannel, CampaignRun, Delivery, Variant
 from campaigns.siblings import send_after_commit, sibling_create, sibling_run_create, variant_copy
-from contacts.models import ConsentState, ConsentStatus, Contact, Event
+from contacts.models import ConsentState, ConsentStatus, Contact, Event, Suppression
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -368,8 +370,26 @@ class ChoiceSql:
     reachable: str  # true when the contact can get it on one of the channels at least
 
 
+# The audience column each suppressible channel's address is in (a push token is suppressed token by
+# token at sending).
+SUPPRESSIBLE: dict[str, str] = {CampaignChannel.EMAIL: "email", CampaignChannel.SMS: "phone"}
+
+
+def _suppression_join(channel: str) -> str:
+    """PostgreSQL: the channel's suppression of the row's address, if any (parameter: the tenant id). The
+    address hash is contacts.normalize.address_hash, computed in SQL; (tenant, channel, hash) is unique."""
+    column, alias = SUPPRESSIBLE[channel], f"ps_{channel}"
+    hashed = f"encode(sha256(convert_to('{channel}:' || a.{column}, 'UTF8')), 'hex')"
+    return (
+        f"LEFT JOIN {Suppression._meta.db_table} AS {alias} ON {alias}.tenant_id = %s "
+        f"AND {alias}.channel = '{channel}' AND a.{column} <> '' AND {alias}.address_hash = {hashed}"
+    )
+
+
 def _available_sql(channel: str, postgres: bool) -> str:
     consent = f"pc_{channel}.contact_id IS NOT NULL"
+    if postgres and channel in SUPPRESSIBLE:
+        consent += f" AND ps_{channel}.id IS NULL"
     if channel == CampaignChannel.EMAIL:
         return f"({consent} AND a.email <> '')"
     if channel == CampaignChannel.SMS:
@@ -401,6 +421,9 @@ def choice_sql(*, tenant_id: int, channels: Sequence[str], purpose: str, with_sc
             f"AND pc_{channel}.purpose = %s AND pc_{channel}.status = '{ConsentStatus.GRANTED}'"
         )
         params += [tenant_id, purpose]
+        if postgres and channel in SUPPRESSIBLE:  # elsewhere (SQLite, demo-sized) the sender skips it
+            joins.append(_suppression_join(channel))
+            params.append(tenant_id)
     available = {c: _available_sql(c, postgres) for c in order}
     score = {c: f"COALESCE(pcp.{c}_score, 0)" for c in order}
     effective = {c: f"(CASE WHEN {available[c]} THEN {score[c]} ELSE -1 END)" for c in order}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from analytics.services import conversions_attribute
-from segmentor.celery import app, tenant_task
+from segmentor.celery import app, fan_out, tenant_task
 from tenants.models import Tenant
 
 
@@ -30,10 +30,7 @@ def send_time_recompute(tenant_id: int) -> int:
 @app.task
 def send_time_recompute_all() -> int:
     """Beat tick (daily): one send-time recompute per tenant."""
-    ids = list(Tenant.objects.values_list("pk", flat=True))
-    for tenant_id in ids:
-        send_time_recompute.delay(tenant_id)
-    return len(ids)
+    return fan_out(send_time_recompute)
 
 
 @tenant_task()
@@ -47,10 +44,7 @@ def channel_profiles_recompute(tenant_id: int) -> int:
 @app.task
 def channel_profiles_recompute_all() -> int:
     """Beat tick (daily): one preferred-channel recompute per tenant."""
-    ids = list(Tenant.objects.values_list("pk", flat=True))
-    for tenant_id in ids:
-        channel_profiles_recompute.delay(tenant_id)
-    return len(ids)
+    return fan_out(channel_profiles_recompute)
 
 
 # Message figures (analytics/rollup.py): a pass hands over after this long and queues the next.

@@ -50,6 +50,10 @@ MIN_SECRET_LENGTH = 16
 # A running export whose worker has said nothing for this long has lost it: another may take over.
 STALE_CLAIM = dt.timedelta(minutes=30)
 INTERRUPTED = "The download was interrupted before the file was complete."
+# A download still "running" after this long ended without saying so: the web process that streamed
+# it was killed (a closed connection is recorded at once). The biggest files stream in minutes.
+ABANDONED_DOWNLOAD = dt.timedelta(hours=1)
+ABANDONED = "The download stopped before the file was complete (the web process serving it ended)."
 IN_FLIGHT = (AudienceExport.Status.PENDING, AudienceExport.Status.RUNNING, AudienceExport.Status.RETRYING)
 
 
@@ -406,6 +410,14 @@ class DownloadStream:
 
 def download_stream(*, export: AudienceExport) -> DownloadStream:
     return DownloadStream(export)
+
+
+def downloads_close_abandoned(*, tenant_id: int) -> int:
+    """Record the tenant's downloads whose web process died mid-stream as failed; return how many."""
+    return AudienceExport.objects.filter(
+        tenant_id=tenant_id, delivery=AudienceExport.Delivery.DOWNLOAD, status=AudienceExport.Status.RUNNING,
+        started_at__lt=timezone.now() - ABANDONED_DOWNLOAD,
+    ).update(status=AudienceExport.Status.FAILED, error=ABANDONED, finished_at=timezone.now())  # fmt: skip
 
 
 # --- pushes -----------------------------------------------------------------------------------------

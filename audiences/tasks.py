@@ -1,12 +1,13 @@
-"""Ad audience tasks: the destination's beat entry, and pushing one export (retries come back here)."""
+"""Ad audience tasks: the destination's beat entry, pushing one export (retries come back here), and the
+sweep of downloads whose web process died."""
 
 from __future__ import annotations
 
 from django_celery_beat.models import PeriodicTask
 
 from audiences.models import AudienceDestination, AudienceExport
-from audiences.services import destination_scheduled_run, export_push
-from segmentor.celery import tenant_task
+from audiences.services import destination_scheduled_run, downloads_close_abandoned, export_push
+from segmentor.celery import app, fan_out, tenant_task
 
 
 @tenant_task(acks_late=True, reject_on_worker_lost=True)
@@ -28,3 +29,14 @@ def push_export(tenant_id: int, export_id: int) -> str | None:
     if export is None:
         return None
     return export_push(export=export).status
+
+
+@tenant_task()
+def close_abandoned_downloads(tenant_id: int) -> int:
+    return downloads_close_abandoned(tenant_id=tenant_id)
+
+
+@app.task
+def close_abandoned_downloads_all() -> int:
+    """Beat tick: each tenant closes its abandoned downloads."""
+    return fan_out(close_abandoned_downloads)

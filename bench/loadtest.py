@@ -24,6 +24,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -130,6 +131,64 @@ def start_worker() -> subprocess.Popen[bytes]:
     )  # fmt: skip
 
 
+CPU_GROUPS = {"gunicorn": "web (gunicorn)", "postgres": "PostgreSQL", "celery": "Celery worker",
+              "locust": "load generator (locust)", "redis-server": "Redis"}  # fmt: skip
+
+
+class CpuMeter(threading.Thread):
+    """CPU seconds each kind of process spent while it runs: where the two cores went.
+
+    Samples /proc every half second and keeps each process's last reading, so processes that end
+    during the run (locust, a database connection) still count."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.first: dict[int, float] = {}
+        self.last: dict[int, tuple[str, float]] = {}
+        self.stop = threading.Event()
+        self.baseline = True
+
+    def sample(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            group = next((label for name, label in CPU_GROUPS.items() if name in command), "")
+            if group:
+                pid, cpu = int(entry.name), (int(fields[11]) + int(fields[12])) / tick
+                self.first.setdefault(pid, cpu if self.baseline else 0.0)
+                self.last[pid] = (group, cpu)
+        self.baseline = False
+
+    def run(self) -> None:
+        while not self.stop.wait(0.5):
+            self.sample()
+
+    def totals(self) -> dict[str, float]:
+        self.stop.set()
+        self.join()
+        by_group: dict[str, float] = dict.fromkeys(CPU_GROUPS.values(), 0.0)
+        for pid, (group, cpu) in self.last.items():
+            by_group[group] += cpu - self.first[pid]
+        return by_group
+
+
+def wait_for_idle_worker(timeout: float = 300) -> None:
+    """Let the worker finish what the seeding queued (real-time segments, rollups) before the load."""
+    import redis
+
+    queue = redis.Redis.from_url(base.env()["CELERY_BROKER_URL"])
+    deadline = time.monotonic() + timeout
+    while queue.llen("celery") and time.monotonic() < deadline:
+        time.sleep(1)
+    time.sleep(2)  # the last task taken
+
+
 def run_locust(env: dict[str, str], prefix: str) -> None:
     subprocess.run(
         [
@@ -151,6 +210,9 @@ def main() -> None:
     worker = start_worker()
     try:
         segments = seed(key)
+        # What autovacuum would have done after the seeding (it is off on this machine's PostgreSQL).
+        quiet = {**os.environ, "PGOPTIONS": "-c client_min_messages=error"}  # not the catalogs' "only superuser"
+        subprocess.run(["psql", base.DATABASE_URL, "-qc", "VACUUM (ANALYZE)"], check=True, env=quiet)
         with tempfile.TemporaryDirectory() as tmp:
             prefix = str(Path(tmp) / "load")
             env = {
@@ -162,19 +224,28 @@ def main() -> None:
                 "LOAD_POOL": str(POOL),
                 "LOAD_ACCEPTED_FILE": f"{prefix}_accepted",
             }
+            wait_for_idle_worker()
+            meter = CpuMeter()
+            meter.sample()
+            meter.start()
             started = time.monotonic()
             run_locust(env, prefix)
             elapsed = time.monotonic() - started
+            cpu = meter.totals()
             rows = list(csv.DictReader(Path(f"{prefix}_stats.csv").read_text().splitlines()))
             failures = Path(f"{prefix}_failures.csv").read_text()
             accepted = set(Path(f"{prefix}_accepted").read_text().split())
         stored, doubled = stored_keys()
         lost = accepted - stored
     finally:
-        worker.terminate()
-        server.terminate()
-        worker.wait(30)
-        server.wait(30)
+        for process in (worker, server):
+            process.terminate()
+        for process in (worker, server):
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:  # a worker still busy with the seed's backlog
+                process.kill()
+                process.wait()
     print(f"\n### {time.strftime('%Y-%m-%d')} · {platform.node()} · {os.cpu_count()} cores · locust")
     print(
         f"gunicorn {base.WORKERS} sync workers, 1 Celery worker, PostgreSQL + Redis; {USERS} clients "
@@ -191,6 +262,12 @@ def main() -> None:
             f"{row['95%']} | {row['99%']} | {float(row['Max Response Time']):.0f} | {row['Failure Count']} |"
         )
     print(f"\nevents answered 2xx: {len(accepted):,}; of those not stored: {len(lost):,}; stored twice: {doubled:,}")
+    total = sum(cpu.values())
+    offered = (os.cpu_count() or 1) * elapsed
+    print(f"\nCPU over the {elapsed:.0f} s ({total:.0f} s of the {offered:.0f} s the cores offer):\n")
+    print("| process | CPU s | share |\n|---|---:|---:|")
+    for group, seconds in sorted(cpu.items(), key=lambda item: -item[1]):
+        print(f"| {group} | {seconds:.1f} | {seconds / max(total, 1e-9):.0%} |")
     if total_failures:
         print("\nFAILURES:\n" + failures)
     if total_failures or lost or doubled:

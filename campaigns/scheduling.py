@@ -41,7 +41,7 @@ from django_celery_beat.models import ClockedSchedule, CrontabSchedule, Periodic
 
 from campaigns import sending
 from campaigns.models import Campaign, CampaignRun, Delivery
-from segmentor.celery import app, tenant_task
+from segmentor.celery import app, fan_out, tenant_task
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -348,7 +348,4 @@ def resume_stalled_runs(tenant_id: int) -> list[int]:
 @app.task
 def resume_stalled_runs_all() -> int:
     """Beat tick (every few minutes): each tenant re-enqueues its stalled runs."""
-    ids = list(Tenant.objects.values_list("pk", flat=True))
-    for tenant_id in ids:
-        resume_stalled_runs.delay(tenant_id)
-    return len(ids)
+    return fan_out(resume_stalled_runs)

@@ -21,36 +21,45 @@ from tenants.models import Tenant
 SQLITE_CHUNK = 200  # rows per multi-row VALUES statement (SQLite allows 32,766 parameters)
 # A list of strings sent as one JSON parameter, as an array for `= ANY(...)`.
 JSON_TEXT_ARRAY = "ARRAY(SELECT json_array_elements_text(%s::json))"
-# The same for ids. Cast inside: `ARRAY(...)::bigint[]` is a cast PostgreSQL applies per row, and
-# under row-level security it keeps `id = ANY(...)` out of the index (a seq scan: 17 s at 130k events).
-JSON_BIGINT_ARRAY = "ARRAY(SELECT json_array_elements_text(%s::json)::bigint)"
 # Join the rows of a recordset to the table by primary key, tenant included. The tenant is a join
 # column rather than a constant: with a constant the planner may think the tenant small (stale
 # statistics after a big load) and scan it once per record; joined, it looks each record up.
 MATCH_RECORD = "{table}.id = {record}.id AND {table}.tenant_id = {record}.tenant_id"
 
 
-def each_value_lookup(table: str, column: str, columns: Sequence[str], *, cast: str = "text") -> str:
-    """SQL that finds the tenant's rows whose ``column`` equals one of a JSON list of values.
+def each_value_lookup(table: str, column: str, columns: Sequence[str]) -> str:
+    """SQL that finds the tenant's rows whose text ``column`` equals one of a JSON list of values.
 
     Parameters: the JSON list, then the tenant id. One index probe per value (a LATERAL join), so
     the plan does not depend on statistics: ``column = ANY(array)`` with statistics that think the
     tenant small (a table that grew since the last ANALYZE) became a scan of the whole tenant with
     the array searched per row -- 1.7 s for 4,000 identities among 19,000 contacts. ``column`` must
     be unique per tenant: ``LIMIT 1`` keeps the planner from flattening the probe into a hash join
-    (a scan of the tenant again). A text column is also required to be non-blank: that puts the
-    probe inside a partial unique index.
+    (a scan of the tenant again). Blank values are left out: that puts the probe inside a partial
+    unique index.
     """
-    blank = f" AND t.{column} <> ''" if cast == "text" else ""
-    # Cast the list, not each value inside the probe: a cast is not leakproof, so under row-level
-    # security ``t.id = v.value::bigint`` may not be an index condition (a scan of the whole tenant).
-    values = "json_array_elements_text(%s::json)"
-    if cast != "text":
-        values = f"unnest(ARRAY(SELECT {values})::{cast}[])"
     return (
-        f"SELECT {', '.join(f't.{name}' for name in columns)} FROM {values} AS v(value) "
-        f"CROSS JOIN LATERAL (SELECT * FROM {table} AS t WHERE t.tenant_id = %s{blank} "
+        f"SELECT {', '.join(f't.{name}' for name in columns)} FROM json_array_elements_text(%s::json) AS v(value) "
+        f"CROSS JOIN LATERAL (SELECT * FROM {table} AS t WHERE t.tenant_id = %s AND t.{column} <> '' "
         f"AND t.{column} = v.value LIMIT 1) AS t"
+    )
+
+
+def each_id_lookup(table: str, columns: Sequence[str]) -> str:
+    """SQL that finds the tenant's rows with one of a JSON list of primary keys (another tenant's are not found).
+
+    Parameters: the JSON list, then the tenant id. One primary-key probe per id whatever the
+    statistics say: the tenant is checked on the row found, outside the probe (``LIMIT 1`` keeps the
+    condition from moving in), so the planner has no tenant index to prefer. With the tenant inside
+    (``t.id = … AND t.tenant_id = …``, or ``= ANY(...)``) and statistics older than the tenant's last
+    big load, it read the tenant's whole index for every id. The list is cast before the probe, not
+    each value inside it: a cast is not leakproof, so under row-level security ``t.id = v.value::bigint``
+    is no index condition either.
+    """
+    return (
+        f"SELECT {', '.join(f't.{name}' for name in columns)} "
+        "FROM unnest(ARRAY(SELECT json_array_elements_text(%s::json))::bigint[]) AS v(value) "
+        f"CROSS JOIN LATERAL (SELECT * FROM {table} AS t WHERE t.id = v.value LIMIT 1) AS t WHERE t.tenant_id = %s"
     )
 
 

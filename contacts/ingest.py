@@ -29,9 +29,9 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from contacts.bulk_sql import (
-    JSON_BIGINT_ARRAY,
     MATCH_RECORD,
     bulk_insert_rows,
+    each_id_lookup,
     each_value_lookup,
     json_bytes,
     rows_json,
@@ -48,7 +48,7 @@ from contacts.models import (
 )
 from contacts.normalize import normalise_email
 from contacts.services import NUL_MESSAGE, RowResult, contact_upsert, contains_nul
-from contacts.signals import contacts_touched, events_applied
+from contacts.signals import contact_merging, contacts_touched, events_applied
 from contacts.summaries import event_summaries_rebuild_contacts
 from tenants.audit import Actor, audit
 from tenants.context import platform_access
@@ -190,8 +190,9 @@ def _find_contacts(tenant: Tenant, wanted: dict[str, set[str]]) -> dict[tuple[st
             lookup = {f"{column}__in": [int(v) for v in values] if key == "contact_id" else values}
             rows = list(Contact.objects.filter(tenant=tenant, **lookup).values_list(column, "pk"))
         else:
-            cast = "bigint" if key == "contact_id" else "text"
-            sql = each_value_lookup(Contact._meta.db_table, column, (column, "id"), cast=cast)
+            table = Contact._meta.db_table
+            by_id = key == "contact_id"
+            sql = each_id_lookup(table, ("id", "id")) if by_id else each_value_lookup(table, column, (column, "id"))
             with connection.cursor() as cursor:
                 cursor.execute(sql, [rows_json(sorted(values)), tenant.pk])
                 rows = cursor.fetchall()
@@ -386,8 +387,10 @@ def events_apply(*, tenant: Tenant, event_ids: list[int]) -> None:
     events_applied(tenant.pk, event_ids)
 
 
-# The events of a batch, found by id: ids travel as one JSON document (see bulk_sql).
-BATCH_EVENTS = f"FROM {Event._meta.db_table} AS e WHERE e.tenant_id = %s AND e.id = ANY({JSON_BIGINT_ARRAY})"
+# The events of a batch, found by id (parameters: the JSON list of ids, then the tenant; see bulk_sql).
+BATCH_EVENTS = "FROM ({}) AS e".format(
+    each_id_lookup(Event._meta.db_table, ("tenant_id", "contact_id", "name", "occurred_at", "revenue"))
+)
 
 
 def _apply_rollups_postgresql(tenant: Tenant, event_ids: list[int]) -> set[int]:
@@ -403,7 +406,7 @@ def _apply_rollups_postgresql(tenant: Tenant, event_ids: list[int]) -> set[int]:
         "RETURNING r.contact_id) SELECT DISTINCT contact_id FROM rolled"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [tenant.pk, rows_json(event_ids)])
+        cursor.execute(sql, [rows_json(event_ids), tenant.pk])
         return {contact_id for (contact_id,) in cursor.fetchall()}
 
 
@@ -438,7 +441,7 @@ def _apply_summaries_windows_postgresql(tenant: Tenant, event_ids: list[int]) ->
         + ", ".join(f"{column} = s.{column} + excluded.{column}" for column in columns)
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [tenant.pk, rows_json(event_ids)])
+        cursor.execute(sql, [rows_json(event_ids), tenant.pk])
 
 
 def _apply_summaries_postgresql(tenant: Tenant, event_ids: list[int]) -> list[Contact]:
@@ -466,7 +469,7 @@ def _apply_summaries_postgresql(tenant: Tenant, event_ids: list[int]) -> list[Co
         f"RETURNING v.orders > 0 AS bought, {', '.join(f'c.{name}' for name in STAGE_INPUTS)}) "
         f"SELECT {', '.join(STAGE_INPUTS)} FROM updated WHERE bought"
     )
-    params: list[Any] = [sorted(ENGAGEMENT_EVENTS), PURCHASE, PURCHASE, PURCHASE, tenant.pk, rows_json(event_ids)]
+    params: list[Any] = [sorted(ENGAGEMENT_EVENTS), PURCHASE, PURCHASE, PURCHASE, rows_json(event_ids), tenant.pk]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
@@ -609,6 +612,7 @@ def contact_merge(*, tenant: Tenant, source: Contact, target: Contact, actor: Ac
     target.order_count += source.order_count
     target.total_revenue += source.total_revenue
     source_id = source.pk
+    contact_merging.send(sender=Contact, tenant_id=tenant.pk, source_id=source_id, target_id=target.pk)
     source.delete()
     target.save()
     lifecycle_refresh(tenant=tenant, contacts=[target], reason="merged")

@@ -11,7 +11,7 @@ from contacts.importer import run_import  # noqa: F401 - registers the task
 from contacts.ingest import events_apply_backlog, tenants_with_stale_backlog
 from contacts.models import ConsentRecord, ConsentStatus
 from contacts.privacy import events_apply_retention
-from segmentor.celery import app, tenant_task
+from segmentor.celery import app, fan_out, tenant_task
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
@@ -47,10 +47,7 @@ def apply_retention(tenant_id: int) -> int:
 @app.task
 def apply_retention_all() -> int:
     """Beat tick: fan out one retention task per tenant."""
-    ids = list(Tenant.objects.values_list("pk", flat=True))
-    for tenant_id in ids:
-        apply_retention.delay(tenant_id)
-    return len(ids)
+    return fan_out(apply_retention)
 
 
 @tenant_task()

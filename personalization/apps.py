@@ -10,7 +10,7 @@ class PersonalizationConfig(AppConfig):
     verbose_name = "Website personalisation"
 
     def ready(self) -> None:
-        from contacts.signals import contact_erasing, lifecycle_changed
+        from contacts.signals import contact_erasing, contact_merging, lifecycle_changed
         from segments.selectors import USAGE_FINDERS
         from segments.signals import membership_changed
 
@@ -18,6 +18,7 @@ class PersonalizationConfig(AppConfig):
         membership_changed.connect(_membership, dispatch_uid="personalization.membership")
         lifecycle_changed.connect(_stages, dispatch_uid="personalization.stages")
         contact_erasing.connect(_erasing, dispatch_uid="personalization.contact_erasing")
+        contact_merging.connect(_merging, dispatch_uid="personalization.contact_merging")
         # Cache invalidation (not business logic) also for saves that bypass the services (the admin, a shell).
         from django.db.models.signals import post_delete, post_save
 
@@ -52,6 +53,12 @@ def _erasing(sender: Any, *, tenant_id: int, contact_id: int, **kwargs: Any) -> 
     from personalization.services import visitors_forget_contact
 
     visitors_forget_contact(tenant_id=tenant_id, contact_id=contact_id)
+
+
+def _merging(sender: Any, *, tenant_id: int, source_id: int, target_id: int, **kwargs: Any) -> None:
+    from personalization.services import visitors_follow_merge
+
+    visitors_follow_merge(tenant_id=tenant_id, source_id=source_id, target_id=target_id)
 
 
 def _segment_usages(segment: Any) -> list[dict[str, Any]]:

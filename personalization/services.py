@@ -581,6 +581,15 @@ def visitor_identify(
     return known
 
 
+def visitors_follow_merge(*, tenant_id: int, source_id: int, target_id: int) -> None:
+    """A contact merged into another (inside the merge's transaction): its visitors follow, and their
+    cached decisions go stale once it commits (they were made for the merged-away contact)."""
+    visitors = Visitor.objects.filter(tenant_id=tenant_id, contact_id=source_id)
+    anonymous_ids = list(visitors.values_list("anonymous_id", flat=True))
+    visitors.update(contact_id=target_id)
+    versions.visitors_changed(tenant_id, anonymous_ids)
+
+
 def visitors_forget_contact(*, tenant_id: int, contact_id: int) -> None:
     """An erased contact: its visitors and the clicks' link to it go (inside the erasure's transaction)."""
     anonymous_ids = list(

@@ -41,3 +41,13 @@ def tenant_task(*task_args: Any, **task_options: Any) -> Callable[[Callable[...,
         return app.task(*task_args, **task_options)(run_as_tenant)
 
     return decorator
+
+
+def fan_out(task: Any) -> int:
+    """A beat tick's body: queue ``task`` once for every tenant; return how many (platform code)."""
+    from tenants.models import Tenant
+
+    ids = list(Tenant.objects.values_list("pk", flat=True))
+    for tenant_id in ids:
+        task.delay(tenant_id)
+    return len(ids)

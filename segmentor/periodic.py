@@ -45,6 +45,11 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
     PeriodicTaskSpec(
         name="Keep customer value figures warm", task="analytics.tasks.value_refresh_viewed", crontab="*/5 * * * *"
     ),
+    PeriodicTaskSpec(
+        name="Close abandoned audience downloads",
+        task="audiences.tasks.close_abandoned_downloads_all",
+        crontab="*/15 * * * *",
+    ),
     # Segment counts read the event window summaries only once they are counted for today.
     PeriodicTaskSpec(
         name="Move event window summaries on", task="segments.tasks.refresh_event_summaries_all", crontab="*/5 * * * *"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.utils import timezone
 
 from contacts.summaries import event_summaries_refresh, tenants_with_stale_summaries
-from segmentor.celery import app, tenant_task
+from segmentor.celery import app, fan_out, tenant_task
 from segments.models import Segment, SegmentSize
 from segments.services import rfm_recompute, segment_refresh, segments_evaluate_contacts, segments_refresh_due
 from tenants.models import Tenant
@@ -58,23 +58,16 @@ def refresh_event_summaries(tenant_id: int) -> int | None:
     return result.rows if result else None
 
 
-def _fan_out(task: object) -> int:
-    ids = list(Tenant.objects.values_list("pk", flat=True))
-    for tenant_id in ids:
-        task.delay(tenant_id)  # type: ignore[attr-defined]
-    return len(ids)
-
-
 @app.task
 def refresh_due_segments_all() -> int:
     """Beat tick (every few minutes): each tenant refreshes its due segments."""
-    return _fan_out(refresh_due_segments)
+    return fan_out(refresh_due_segments)
 
 
 @app.task
 def recompute_rfm_all() -> int:
     """Beat tick (nightly): RFM quintiles for every tenant, then a refresh picks up RFM rules."""
-    return _fan_out(recompute_rfm)
+    return fan_out(recompute_rfm)
 
 
 @app.task
@@ -90,7 +83,7 @@ def refresh_event_summaries_all() -> int:
 
 @app.task
 def record_sizes_all() -> int:
-    return _fan_out(record_sizes)
+    return fan_out(record_sizes)
 
 
 def queue_evaluation(tenant_id: int, contact_ids: list[int]) -> None:

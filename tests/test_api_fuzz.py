@@ -104,6 +104,8 @@ def after_call(context: Any, case: Case, response: Any) -> None:
 
 @pytest.fixture(scope="module")
 def fuzz_world(request: pytest.FixtureRequest, django_db_setup: None, django_db_blocker: Any) -> Iterator[FuzzWorld]:
+    if hasattr(request.config, "workerinput"):  # an xdist worker runs only the first operation's test
+        pytest.fail("Run the API fuzz without xdist (`-p no:xdist`), as `make test` does.")
     with fuzz_world_module(django_db_blocker) as world:
         yield world
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")

@@ -7,6 +7,7 @@ unknown keys), so the API, the CSV importer and the UI share one set of rules
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -117,8 +118,7 @@ class ContactInputSerializer(serializers.Serializer):
         return {**{f.name: _input_field(f) for f in CONTACT_FIELDS}, **super().get_fields()}
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
-        read_only = ContactSerializer().fields
-        return dict(reject_unknown_keys(data, self.fields, read_only))
+        return dict(reject_unknown_keys(data, *_contact_field_names()))
 
 
 class EngagementSerializer(serializers.Serializer):
@@ -180,6 +180,13 @@ class ContactSerializer(serializers.Serializer):
         grouped = self.context.get("consent_by_contact")
         states = grouped.get(contact.pk, []) if grouped is not None else consent_by_contact([contact.pk])[contact.pk]
         return ConsentStateSerializer(states, many=True).data
+
+
+@functools.cache
+def _contact_field_names() -> tuple[frozenset[str], frozenset[str]]:
+    """The writable and the read-only names of a contact (the fields are the same for every request;
+    building them per request cost more than the rest of an upsert's Python)."""
+    return frozenset(ContactInputSerializer().fields), frozenset(ContactSerializer().fields)
 
 
 class ContactFilterSerializer(serializers.Serializer):

@@ -5,7 +5,7 @@ import time
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from redis.exceptions import RedisError
 from rest_framework.request import Request
@@ -26,8 +26,10 @@ def parse_rate(rate: str) -> tuple[int, int]:
 
 def count_hit(key: str, ttl: int) -> int:
     """Add one to a counter that expires ``ttl`` seconds after its first hit; return the count."""
+    cache = caches["default"]  # the backend itself: ``django.core.cache.cache`` is a proxy of it
     if isinstance(cache, RedisCache):
-        # One round trip: INCR and set the expiry only when the key is new.
+        # One round trip: INCR and set the expiry only when the key is new (Django's incr is two,
+        # and a new window's add a third).
         full_key = cache.make_and_validate_key(key)
         pipe = cache._cache.get_client(full_key, write=True).pipeline()  # type: ignore[attr-defined]
         pipe.incr(full_key)

@@ -171,6 +171,28 @@ def test_a_download_never_started_is_recorded_as_failed_when_closed(shop):
     assert export.status == AudienceExport.Status.FAILED
 
 
+def test_a_download_whose_web_process_died_is_closed_by_the_sweep(shop):
+    """A killed web process never calls close(): the export stays "running" until the sweep, which
+    fails downloads running longer than an hour, and leaves fresh ones and pushes alone."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from audiences.tasks import close_abandoned_downloads
+
+    segment = segment_of(shop, [person(shop, email="p@example.com")])
+    abandoned, fresh = (
+        export_start(segment=segment, format="google", kind="audience", actor=ACTOR, trigger="download")
+        for _ in range(2)
+    )
+    AudienceExport.objects.filter(pk=abandoned.pk).update(started_at=timezone.now() - dt.timedelta(hours=2))
+    assert close_abandoned_downloads(segment.tenant_id) == 1
+    abandoned.refresh_from_db(), fresh.refresh_from_db()
+    assert abandoned.status == AudienceExport.Status.FAILED and "web process" in abandoned.error
+    assert abandoned.finished_at is not None
+    assert fresh.status == AudienceExport.Status.RUNNING
+
+
 def test_the_lookalike_summary_compares_the_seed_with_everyone(shop):
     from analytics.value import value_snapshot_forget
 

@@ -27,8 +27,8 @@ from campaigns import services
 from campaigns.models import Campaign, CampaignRun, ChannelConfig, Delivery, Variant
 from campaigns.sending import run_family, run_start
 from campaigns.tasks import send_run
-from contacts.consent import consent_change
-from contacts.models import ConsentState, Contact
+from contacts.consent import consent_change, suppression_add
+from contacts.models import ConsentState, Contact, Suppression
 from segments.models import Segment
 from segments.services import segment_create, static_members_add
 from tenants.audit import Actor
@@ -175,6 +175,18 @@ def test_consent_withdrawn_after_profiling_counts_at_the_snapshot_and_again_at_s
     sent_to = {parse_qs(r.body.decode())["To"][0] for r in provider.requests}
     assert sent_to == {c.phone for c in shop["people"]["sms_imported"]}  # not the SMS fans
     assert Delivery.objects.get(pk=rows[before.pk].pk).status == "sent"
+
+
+def test_a_suppressed_address_is_not_chosen_the_next_reachable_channel_is(shop):
+    """An SMS fan whose number is suppressed gets the campaign by email (consented too), not a skipped SMS."""
+    fan = shop["people"]["sms_fan"][0]
+    suppression_add(tenant=shop["tenant"], channel="sms", address=fan.phone, reason=Suppression.Reason.MANUAL)
+    campaign = preferred_campaign(shop, ["email", "sms"])
+    rows = deliveries_of(run_start(campaign=campaign))
+    assert (rows[fan.pk].chosen_channel, rows[fan.pk].channel_reason) == ("email", "only_consented")
+    assert rows[fan.pk].score_sms is None  # not a channel it could go by
+    other = shop["people"]["sms_fan"][1]
+    assert rows[other.pk].chosen_channel == "sms"
 
 
 # --- sending end to end ----------------------------------------------------------------------------------

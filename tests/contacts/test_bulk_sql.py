@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
-from contacts.bulk_sql import each_value_lookup, rows_json
+from contacts.bulk_sql import each_id_lookup, each_value_lookup, rows_json
 from contacts.models import Contact
 from tenants.context import tenant_context
 from tests.conftest import World
@@ -43,7 +44,7 @@ def test_id_lookups_are_confined_to_the_tenant(world: World):
         other = Contact.objects.create(tenant=world.tenant_b, external_id="b-1")
     with tenant_context(world.tenant_a.id):
         mine = Contact.objects.create(tenant=world.tenant_a, external_id="a-1")
-        sql = each_value_lookup(Contact._meta.db_table, "id", ("id",), cast="bigint")
+        sql = each_id_lookup(Contact._meta.db_table, ("id",))
         with connection.cursor() as cursor:
             cursor.execute(sql, [rows_json([str(mine.pk), str(other.pk)]), world.tenant_a.pk])
             assert [row[0] for row in cursor.fetchall()] == [mine.pk]
@@ -59,10 +60,36 @@ def test_id_lookups_probe_the_primary_key_under_row_level_security(world: World)
         with connection.cursor() as cursor:
             cursor.execute("ANALYZE contacts_contact")
             ids = [str(pk) for pk in Contact.objects.values_list("pk", flat=True)[:50]]
-            sql = each_value_lookup(Contact._meta.db_table, "id", ("id",), cast="bigint")
+            sql = each_id_lookup(Contact._meta.db_table, ("id",))
             cursor.execute(f"EXPLAIN {sql}", [rows_json(ids), tenant.pk])
             plan = "\n".join(row[0] for row in cursor.fetchall())
             cursor.execute(sql, [rows_json(ids), tenant.pk])
             assert sorted(str(row[0]) for row in cursor.fetchall()) == sorted(ids)
     assert "Seq Scan on contacts_contact" not in plan, plan
     assert "id = v.value" in plan, plan
+
+
+def test_applying_events_reads_them_by_primary_key_even_with_stale_statistics(world: World):
+    """The batch's events were read with ``e.id = ANY(...) AND e.tenant_id = ...``: with statistics taken
+    before the tenant's events arrived (no ANALYZE since a big import), the planner also read the tenant's
+    whole index for every batch, a single event included. Each id is now one primary-key probe."""
+    from contacts.ingest import BATCH_EVENTS
+    from contacts.models import Event
+
+    tenant = world.tenant_a
+    with tenant_context(tenant.id), transaction.atomic():
+        contact = Contact.objects.create(tenant=tenant, external_id="stale")
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE contacts_event")  # statistics of an (almost) empty table
+        Event.objects.bulk_create(
+            Event(tenant=tenant, contact=contact, name="page_view", occurred_at=timezone.now()) for _ in range(5000)
+        )
+        newest = Event.objects.order_by("-pk").values_list("pk", flat=True)[:3]
+        sql = f"SELECT e.contact_id, e.name {BATCH_EVENTS}"
+        with connection.cursor() as cursor:
+            cursor.execute(f"EXPLAIN {sql}", [rows_json(list(newest)), tenant.pk])
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            cursor.execute(sql, [rows_json(list(newest)), tenant.pk])
+            assert cursor.fetchall() == [(contact.pk, "page_view")] * 3
+    assert "contacts_event_pkey" in plan, plan
+    assert "event_contact_time" not in plan and "Seq Scan" not in plan, plan

@@ -553,9 +553,11 @@ NOT_REFERENCES: dict[str, str] = {
 
 # --- running a probe -------------------------------------------------------------------------
 def _ids_out(text: str, *values: Any) -> str:
+    """``text`` with each value blanked where it stands alone: not inside a word, a date (2026-12-01),
+    a time or a decimal, which a small id's digits would otherwise match."""
     for value in values:
         if value not in (None, ""):
-            text = re.sub(rf"\b{re.escape(str(value))}\b", "<id>", text)
+            text = re.sub(rf"(?<!\w)(?<!\w[.:-]){re.escape(str(value))}(?!\w|[.:-]\w)", "<id>", text)
     return text
 
 

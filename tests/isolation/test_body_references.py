@@ -15,11 +15,22 @@ from django.test import Client
 from campaigns import services as campaign_services
 from tests.conftest import World, api_client
 from tests.isolation.guard import database_wall_down, tenant_fingerprint
-from tests.isolation.probes import NOT_REFERENCES, Clients, probes, run_probe
+from tests.isolation.probes import NOT_REFERENCES, Clients, _ids_out, probes, run_probe
 from tests.isolation.references import discovered_references
 from tests.isolation.scene import build_scenes
 
 pytestmark = pytest.mark.django_db
+
+
+def test_an_id_is_blanked_where_it_stands_alone_not_inside_dates_or_numbers():
+    """B's id 12 and a missing id must read the same in an answer that also holds the date 2026-12-01."""
+    body = '{"day": "2026-12-01", "at": "10:12:00", "rate": 0.12, "segment": 12, "url": "/segments/12/", "x": "a12"}'
+    assert _ids_out(body, 12) == (
+        '{"day": "2026-12-01", "at": "10:12:00", "rate": 0.12, "segment": <id>, "url": "/segments/<id>/", "x": "a12"}'
+    )
+    assert _ids_out("No contact with id 12. Not found (1): ext-b.", 12, "ext-b") == (
+        "No contact with id <id>. Not found (1): <id>."
+    )
 
 
 def test_every_reference_in_a_request_has_a_probe():

@@ -88,6 +88,8 @@ TASKS: dict[str, TaskCall | str] = {
     "analytics.tasks.stats_refresh_all": FAN_OUT,
     "analytics.tasks.value_refresh": TENANT_ONLY,
     "analytics.tasks.value_refresh_viewed": FAN_OUT,
+    "audiences.tasks.close_abandoned_downloads": TENANT_ONLY,
+    "audiences.tasks.close_abandoned_downloads_all": FAN_OUT,
     "audiences.tasks.push_export": TaskCall(ids("export_id"), names_objects=True),
     "audiences.tasks.run_destination": TaskCall(ids("destination_id"), names_objects=True),
     "campaigns.scheduling.resume_stalled_runs": TENANT_ONLY,

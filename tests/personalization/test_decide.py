@@ -213,3 +213,29 @@ def test_a_cold_decision_reads_the_visitor_its_stage_and_memberships_in_one_quer
         assert headline(client, site, 1) == "Early access for VIPs"  # visitor 1: nothing cached yet
     statements = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
     assert len(statements) == 1, statements
+
+
+def test_a_visitor_follows_its_contact_merged_by_the_api(
+    site: Site, client: Client, django_capture_on_commit_callbacks
+):
+    """Identify through the REST API merges the visitor's anonymous contact into the known one: the
+    visitor now belongs to the known contact, and its cached decision (made for the anonymous one) is gone."""
+    from contacts.ingest import contact_identify
+
+    tenant = site.world.tenant_a
+    with tenant_context(tenant.pk):
+        anonymous = Contact.objects.create(tenant=tenant, anonymous_id=visitor(1))
+        at = anonymous.created_at
+        Visitor.objects.create(
+            tenant=tenant, anonymous_id=visitor(1), site_key=site.key, contact=anonymous, first_seen_at=at,
+            last_seen_at=at,
+        )  # fmt: skip
+        known = Contact.objects.create(tenant=tenant, email="lead@example.com", lifecycle_stage=LifecycleStage.LEAD)
+    assert headline(client, site, 1) == "Spring is here"  # the anonymous contact: the default, now cached
+    with django_capture_on_commit_callbacks(execute=True), tenant_context(tenant.pk):
+        merged = contact_identify(
+            tenant=tenant, anonymous_id=visitor(1), traits={"email": "lead@example.com"}, actor=ACTOR
+        )
+        assert merged.pk == known.pk and not Contact.objects.filter(pk=anonymous.pk).exists()
+        assert Visitor.objects.get(anonymous_id=visitor(1)).contact_id == known.pk
+    assert headline(client, site, 1) == "10% off"  # the known contact's stage variant

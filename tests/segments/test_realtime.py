@@ -64,6 +64,35 @@ def test_every_kind_of_contact_write_announces_the_contacts_it_touched(
     assert received.calls == [(tenant.id, [contact.pk])] * 6
 
 
+@pytest.mark.django_db
+def test_listeners_run_in_the_tenants_scope_after_the_commit(world, django_capture_on_commit_callbacks):
+    """The announcements go out with the tenant in scope, in the database too (row-level security), even
+    when the code that committed has left its tenant context: the listeners' small queries see the rows."""
+    from django.db import connection
+
+    from contacts.signals import events_recorded
+    from tenants.context import current_scope
+
+    seen: list[tuple[int | None, str, int]] = []
+
+    def listener(sender, *, tenant_id, event_ids, **kwargs) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('app.tenant_id', true)")
+            (setting,) = cursor.fetchone()
+        seen.append((current_scope().tenant_id, setting, Contact.objects.filter(tenant_id=tenant_id).count()))
+
+    events_recorded.connect(listener, dispatch_uid="test-scope")
+    try:
+        tenant = world.tenant_a
+        with django_capture_on_commit_callbacks() as callbacks, tenant_context(tenant.id):
+            events_ingest(tenant=tenant, events=[{"event": "page_view", "email": "scope@example.com"}])
+        for callback in callbacks:  # as after the request's commit, outside its tenant context
+            callback()
+    finally:
+        events_recorded.disconnect(dispatch_uid="test-scope")
+    assert seen == [(tenant.id, str(tenant.id), 1)]
+
+
 @pytest.fixture
 def worker():
     with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10) as w:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
@@ -82,6 +84,28 @@ def test_throttling_per_key(world: World, api_a: APIClient, api_b: APIClient):
         assert throttled.json()["error"]["code"] == "throttled" and int(throttled["Retry-After"]) > 0
         assert api_b.get("/api/v1/tenant/").status_code == 200  # another key has its own budget
     cache.clear()
+
+
+def test_the_throttle_counts_in_one_redis_round_trip_with_a_window_expiry(monkeypatch):
+    """On Redis (the tests' cache, as in production) a hit is one pipelined INCR + EXPIRE NX, not Django's
+    incr (EXISTS, then INCRBY) with an add for each new window; the window's key expires by itself."""
+    from django.core.cache import caches
+    from django.core.cache.backends.redis import RedisCache
+
+    from tenants.api.throttling import count_hit
+
+    cache = caches["default"]
+    assert isinstance(cache, RedisCache), "the tests run on Redis (settings_test.py)"
+
+    def two_round_trips(*args, **kwargs):
+        raise AssertionError("the throttle took Django's incr")
+
+    monkeypatch.setattr(RedisCache, "incr", two_round_trips)
+    key = f"throttle:test:{uuid.uuid4().hex}"
+    assert [count_hit(key, 30) for _ in range(3)] == [1, 2, 3]
+    client = cache._cache.get_client(cache.make_and_validate_key(key))
+    assert 0 < client.ttl(cache.make_and_validate_key(key)) <= 30
+    cache.delete(key)
 
 
 def test_openapi_schema_and_docs(db):
