@@ -23,7 +23,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -561,10 +561,9 @@ def contact_identify(*, tenant: Tenant, anonymous_id: str, traits: dict[str, Any
         raise ValidationError({"anonymous_id": "Give the anonymous id the visitor had (at most 200 characters)."})
     anonymous = Contact.objects.filter(tenant=tenant, anonymous_id=anonymous_id).first()
     known, _ = contact_upsert(tenant=tenant, data=traits)
+    if anonymous is None and not known.anonymous_id:
+        anonymous = _claim_anonymous_id(known, anonymous_id)
     if anonymous is None or anonymous.pk == known.pk:
-        if not known.anonymous_id:
-            known.anonymous_id = anonymous_id
-            known.save(update_fields=["anonymous_id", "updated_at"])
         return known
     contact_merge(tenant=tenant, source=anonymous, target=known, actor=actor)
     known.refresh_from_db()
@@ -572,6 +571,19 @@ def contact_identify(*, tenant: Tenant, anonymous_id: str, traits: dict[str, Any
         known.anonymous_id = anonymous_id
         known.save(update_fields=["anonymous_id", "updated_at"])
     return known
+
+
+def _claim_anonymous_id(contact: Contact, anonymous_id: str) -> Contact | None:
+    """Give ``contact`` the visitor's anonymous id; None when done. When a contact with that id appeared
+    meanwhile (the visitor's first event, ingested while this identify ran), return it, to be merged."""
+    try:
+        with transaction.atomic():
+            contact.anonymous_id = anonymous_id
+            contact.save(update_fields=["anonymous_id", "updated_at"])
+    except IntegrityError:
+        contact.anonymous_id = ""
+        return Contact.objects.get(tenant_id=contact.tenant_id, anonymous_id=anonymous_id)
+    return None
 
 
 def contact_merge(*, tenant: Tenant, source: Contact, target: Contact, actor: Actor) -> None:

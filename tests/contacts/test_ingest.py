@@ -156,3 +156,40 @@ def test_identify_merges_the_anonymous_visitor_into_the_known_contact(in_a):
     # Later events with the anonymous id land on the known contact.
     events_ingest(tenant=in_a, events=[{"event": "page_view", "anonymous_id": "anon-1"}])
     assert Event.objects.filter(contact=merged).count() == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_identify_merges_the_visitors_first_event_contact_created_while_it_ran(world: World):
+    """The snippet sends a visitor's first page view and its identify at once. When the event's anonymous
+    contact is committed after identify looked for it, identify's claim of the anonymous id collides with
+    it (a 500 before): identify now merges that contact instead."""
+    import threading
+
+    from django.db import connection, transaction
+
+    tenant = world.tenant_a
+    with tenant_context(tenant.id):
+        known, _ = contact_upsert(tenant=tenant, data={"email": "racer@example.com"})
+    inserted, release = threading.Event(), threading.Event()
+
+    def first_event() -> None:
+        try:
+            with tenant_context(tenant.id), transaction.atomic():
+                events_ingest(tenant=tenant, events=[{"event": "page_view", "anonymous_id": "anon-race"}])
+                inserted.set()
+                release.wait(10)  # committed once identify waits on the anonymous id's unique index
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=first_event)
+    thread.start()
+    assert inserted.wait(10)
+    threading.Timer(0.5, release.set).start()
+    with tenant_context(tenant.id):
+        merged = contact_identify(
+            tenant=tenant, anonymous_id="anon-race", traits={"email": "racer@example.com"}, actor=ACTOR
+        )
+        thread.join(10)
+        assert merged.pk == known.pk and merged.anonymous_id == "anon-race"
+        assert list(Contact.objects.filter(anonymous_id="anon-race").values_list("pk", flat=True)) == [known.pk]
+        assert Event.objects.get(name="page_view", contact__email="racer@example.com")
