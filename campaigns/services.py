@@ -175,9 +175,17 @@ def _raise_problems(problems: list[Problem]) -> None:
 
 
 def _family_runs(campaign: Campaign) -> Any:
-    """The campaign's runs and its siblings' (its messages on other channels, campaigns/siblings.py)."""
+    """The campaign's runs and its siblings' (its messages on other channels, campaigns/siblings.py): the
+    preferred channel's, recorded as the campaign's, and those of the arms of its channel A/B tests."""
+    from analytics.models import Experiment
+
+    arms = Experiment.objects.filter(tenant_id=campaign.tenant_id, campaign_id=campaign.pk).values_list(
+        "arm_siblings", flat=True
+    )
+    arm_campaigns = {int(entry["campaign"]) for sibling in arms for entry in (sibling or {}).values()}
     return CampaignRun.objects.filter(
-        Q(campaign_id=campaign.pk) | Q(campaign__sibling_of_id=campaign.pk), tenant_id=campaign.tenant_id
+        Q(campaign_id__in=[campaign.pk, *sorted(arm_campaigns)]) | Q(campaign__sibling_of_id=campaign.pk),
+        tenant_id=campaign.tenant_id,
     )
 
 

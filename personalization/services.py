@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
@@ -588,6 +589,21 @@ def visitors_follow_merge(*, tenant_id: int, source_id: int, target_id: int) -> 
     anonymous_ids = list(visitors.values_list("anonymous_id", flat=True))
     visitors.update(contact_id=target_id)
     versions.visitors_changed(tenant_id, anonymous_ids)
+
+
+def visitors_forget_stale(*, tenant_id: int, now: dt.datetime | None = None, batch: int = 5_000) -> int:
+    """Delete the tenant's visitors not seen for ``PERSONALIZATION_VISITOR_RETENTION_DAYS``; return how many.
+
+    A visitor row is a browser's id and the contact it was known as: kept only while the browser comes
+    back (13 months by default, as long as a consent to trackers lasts). Their clicks keep their contact;
+    a browser that returns later starts as a new visitor. Deleted in batches, so no long lock is held."""
+    cutoff = (now or timezone.now()) - dt.timedelta(days=settings.PERSONALIZATION_VISITOR_RETENTION_DAYS)
+    stale = Visitor.objects.filter(tenant_id=tenant_id, last_seen_at__lt=cutoff)
+    deleted = 0
+    while ids := list(stale.order_by("pk").values_list("pk", flat=True)[:batch]):
+        Visitor.objects.filter(tenant_id=tenant_id, pk__in=ids).delete()
+        deleted += len(ids)
+    return deleted
 
 
 def visitors_forget_contact(*, tenant_id: int, contact_id: int) -> None:

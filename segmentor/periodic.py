@@ -46,6 +46,11 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
         name="Keep customer value figures warm", task="analytics.tasks.value_refresh_viewed", crontab="*/5 * * * *"
     ),
     PeriodicTaskSpec(
+        name="Forget stale website visitors",
+        task="personalization.tasks.forget_stale_visitors_all",
+        crontab="53 3 * * *",
+    ),
+    PeriodicTaskSpec(
         name="Close abandoned audience downloads",
         task="audiences.tasks.close_abandoned_downloads_all",
         crontab="*/15 * * * *",

@@ -786,6 +786,31 @@ def test_a_later_run_of_a_recurring_channel_test_sends_the_winner_by_its_channel
     assert Campaign.objects.filter(kind="journey").count() == 1, "one sibling, reused"
 
 
+def test_pause_resume_and_cancel_reach_the_channel_arms_messages(shop, provider, monkeypatch):
+    """The SMS arm's messages go out in a run of a hidden sibling: pausing, resuming and cancelling the
+    campaign reach that run too (they only reached the campaign's own run)."""
+    monkeypatch.setattr(experiments, "_send_run", lambda tenant_id, run_id: None)
+    monkeypatch.setattr(decide_experiment, "apply_async", lambda *args, **kwargs: None)
+    sms_provider(shop, provider)
+    campaign, (a, b) = ab_campaign(shop, reachable(shop, 40), "Mail", "Text")
+    experiment = configure(campaign, a, tested="channel", arm_channels={b.pk: "sms"}, metric="conversion")
+    with time_machine.travel(T0, tick=False):
+        services.campaign_send_now(campaign=campaign, actor=ACTOR)
+    experiment.refresh_from_db()
+    arm_run = CampaignRun.objects.get(pk=experiment.arm_siblings[str(b.pk)]["run"])
+    assert arm_run.status == "sending" and Delivery.objects.filter(run=arm_run, status="pending").exists()
+
+    campaign.refresh_from_db()
+    services.campaign_pause(campaign=campaign, actor=ACTOR)
+    assert CampaignRun.objects.get(pk=arm_run.pk).status == "paused"
+    services.campaign_resume(campaign=campaign, actor=ACTOR)
+    assert CampaignRun.objects.get(pk=arm_run.pk).status == "sending"
+    services.campaign_cancel(campaign=campaign, actor=ACTOR)
+    assert CampaignRun.objects.get(pk=arm_run.pk).status == "cancelled"
+    assert not Delivery.objects.filter(run=arm_run, status="pending").exists()
+    assert not sms_sent(provider)
+
+
 def test_configuring_a_channel_test_needs_two_channels_set_up_and_worded(shop, provider):
     contacts = reachable(shop, 3)
     campaign, (a, b) = ab_campaign(shop, contacts, "A", "B")

@@ -115,6 +115,8 @@ TASKS: dict[str, TaskCall | str] = {
     "journeys.tasks.tick_all": FAN_OUT,
     "personalization.tasks.flush_impressions": TENANT_ONLY,
     "personalization.tasks.flush_impressions_all": FAN_OUT,
+    "personalization.tasks.forget_stale_visitors": TENANT_ONLY,
+    "personalization.tasks.forget_stale_visitors_all": FAN_OUT,
     "segments.tasks.evaluate_contacts": TaskCall(id_list("contact_id"), names_objects=True),
     "segments.tasks.recompute_rfm": TENANT_ONLY,
     "segments.tasks.recompute_rfm_all": FAN_OUT,

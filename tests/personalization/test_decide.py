@@ -239,3 +239,37 @@ def test_a_visitor_follows_its_contact_merged_by_the_api(
         assert merged.pk == known.pk and not Contact.objects.filter(pk=anonymous.pk).exists()
         assert Visitor.objects.get(anonymous_id=visitor(1)).contact_id == known.pk
     assert headline(client, site, 1) == "10% off"  # the known contact's stage variant
+
+
+def test_visitors_not_seen_for_the_retention_period_are_forgotten(site: Site, settings):
+    """The daily task deletes visitors not seen for PERSONALIZATION_VISITOR_RETENTION_DAYS, in batches,
+    and only the tenant's; their clicks keep their contact."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from personalization.models import SlotClick
+    from personalization.tasks import forget_stale_visitors
+
+    settings.PERSONALIZATION_VISITOR_RETENTION_DAYS = 30
+    tenant = site.world.tenant_a
+    stale = [known_visitor(site, n) for n in (1, 2, 3)]
+    fresh = known_visitor(site, 4)
+    long_ago = timezone.now() - dt.timedelta(days=31)
+    with tenant_context(tenant.pk):
+        Visitor.objects.filter(contact__in=stale).update(last_seen_at=long_ago)
+        click = SlotClick.objects.create(
+            tenant=tenant, slot=site.slot, visitor=Visitor.objects.get(contact=stale[0]), contact=stale[0],
+            clicked_at=long_ago,
+        )  # fmt: skip
+    with tenant_context(site.world.tenant_b.pk):  # another workspace's old visitor stays
+        other = Visitor.objects.create(
+            tenant=site.world.tenant_b, anonymous_id=visitor(1), first_seen_at=long_ago, last_seen_at=long_ago
+        )
+    assert forget_stale_visitors(tenant.pk) == 3
+    with tenant_context(tenant.pk):
+        assert list(Visitor.objects.values_list("contact_id", flat=True)) == [fresh.pk]
+        click.refresh_from_db()
+        assert (click.visitor_id, click.contact_id) == (None, stale[0].pk)
+    with tenant_context(site.world.tenant_b.pk):
+        assert Visitor.objects.filter(pk=other.pk).exists()
