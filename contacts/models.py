@@ -243,6 +243,30 @@ class EventSummaryState(TenantOwnedModel):
         return f"event summaries of {', '.join(self.names)} as of {self.day}"
 
 
+class PendingAnnouncement(TenantOwnedModel):
+    """An after-commit listener that could not hand its work over, kept to be run again.
+
+    When a listener of ``contacts_changed``, ``events_recorded`` or ``lifecycle_changed`` fails for a
+    passing reason (the broker or the database away: it could not queue its task), contacts.signals
+    records it here with the signal's arguments; a beat sweep runs that listener again each minute
+    and deletes the row once it succeeds, so a write's real-time segments, journeys and attribution
+    catch up after an outage instead of being lost.
+    """
+
+    signal = models.CharField(max_length=40)
+    receiver = models.CharField(max_length=200)  # the listener's dotted path
+    payload = models.JSONField(default=dict)  # the signal's arguments but tenant_id
+    error = models.CharField(max_length=500, blank=True)
+    attempts = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField()
+
+    class Meta(TenantOwnedModel.Meta):
+        indexes = [models.Index(fields=["tenant", "id"], name="pending_announcement_tenant_id")]
+
+    def __str__(self) -> str:
+        return f"{self.signal} for {self.receiver}"
+
+
 class EventBacklog(TenantOwnedModel):
     """A batch of stored events whose rollups, summaries and lifecycle are not applied yet.
 

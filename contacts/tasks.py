@@ -11,6 +11,7 @@ from contacts.importer import run_import  # noqa: F401 - registers the task
 from contacts.ingest import events_apply_backlog, tenants_with_stale_backlog
 from contacts.models import ConsentRecord, ConsentStatus
 from contacts.privacy import events_apply_retention
+from contacts.signals import announcements_retry, tenants_with_pending_announcements
 from segmentor.celery import app, fan_out, tenant_task
 from tenants.models import Tenant
 
@@ -64,4 +65,18 @@ def apply_event_backlog_all() -> int:
         apply_event_backlog.delay(tenant_id)
     if ids:
         logger.warning("stale event backlog re-queued", extra={"tenant_ids": ids})
+    return len(ids)
+
+
+@tenant_task()
+def retry_announcements(tenant_id: int) -> int:
+    return announcements_retry(tenant_id=tenant_id)
+
+
+@app.task
+def retry_announcements_all() -> int:
+    """Beat tick (every minute): tenants with listeners kept after a failed hand-over run them again."""
+    ids = tenants_with_pending_announcements()
+    for tenant_id in ids:
+        retry_announcements.delay(tenant_id)
     return len(ids)

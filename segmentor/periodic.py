@@ -22,6 +22,11 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
     PeriodicTaskSpec(
         name="Apply stale event backlog", task="contacts.tasks.apply_event_backlog_all", crontab="* * * * *"
     ),
+    PeriodicTaskSpec(
+        name="Run listeners again that could not hand over",
+        task="contacts.tasks.retry_announcements_all",
+        crontab="* * * * *",
+    ),
     PeriodicTaskSpec(name="Advance due journey enrollments", task="journeys.tasks.tick_all", crontab="* * * * *"),
     PeriodicTaskSpec(name="Enter journey anniversaries", task="journeys.tasks.anniversaries_all", crontab="5 * * * *"),
     PeriodicTaskSpec(

@@ -101,6 +101,8 @@ TASKS: dict[str, TaskCall | str] = {
     "contacts.tasks.apply_event_backlog_all": FAN_OUT,
     "contacts.tasks.apply_retention": TENANT_ONLY,
     "contacts.tasks.apply_retention_all": FAN_OUT,
+    "contacts.tasks.retry_announcements": TENANT_ONLY,
+    "contacts.tasks.retry_announcements_all": FAN_OUT,
     "contacts.tasks.send_consent_confirmation": TaskCall(ids("consent_record_id"), names_objects=True),
     "journeys.tasks.advance": TENANT_ONLY,
     "journeys.tasks.anniversaries": TENANT_ONLY,
