@@ -14,19 +14,27 @@ class AnalyticsConfig(AppConfig):
 
         events_recorded.connect(_events, dispatch_uid="analytics.attribution")
         contact_unsubscribed.connect(_unsubscribed, dispatch_uid="analytics.unsubscribes")
+        from campaigns.models import Campaign
+        from tenants.facts import watch
+
+        watch(Campaign)  # the "campaign goals" fact below
 
 
 def _events(sender: Any, *, tenant_id: int, event_ids: list[int], **kwargs: Any) -> None:
-    """Queue attribution when the tenant measures a goal (one small query otherwise)."""
+    """Queue attribution when the tenant measures a goal or has slot clicks."""
     from analytics.tasks import attribute
     from campaigns.models import Campaign
     from personalization.attribution import has_slot_clicks
     from tenants.context import tenant_context
+    from tenants.facts import tenant_fact
 
-    with tenant_context(tenant_id):
-        goals = Campaign.objects.filter(tenant_id=tenant_id).exclude(goal_event="").exists()
-        if not goals and not has_slot_clicks(tenant_id):  # website slots credit conversions too (personalization)
-            return
+    def goals() -> bool:
+        with tenant_context(tenant_id):
+            return Campaign.objects.filter(tenant_id=tenant_id).exclude(goal_event="").exists()
+
+    # Facts of the tenant (tenants/facts.py); website slots credit conversions too (personalization).
+    if not tenant_fact("analytics.campaign_goals", tenant_id, goals) and not has_slot_clicks(tenant_id):
+        return
     for start in range(0, len(event_ids), 5_000):
         attribute.delay(tenant_id, event_ids[start : start + 5_000])
 

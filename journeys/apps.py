@@ -21,10 +21,14 @@ class JourneysConfig(AppConfig):
         lifecycle_changed.connect(_stages, dispatch_uid="journeys.stages")
         membership_changed.connect(_segments, dispatch_uid="journeys.segments")
         contacts_changed.connect(_contacts, dispatch_uid="journeys.consent_exits")
+        from tenants.facts import watch
+
+        watch(self.get_model("Journey"))
 
 
 # The receivers run after the change committed; each queues a task only when a live journey of the
-# tenant could care, so tenants without journeys pay one small query.
+# tenant could care. The questions without arguments are facts of the tenant (tenants/facts.py):
+# cached until a journey of the tenant is saved or deleted.
 def _live(tenant_id: int, *conditions: Any, **filters: Any) -> bool:
     from journeys.models import Journey
     from tenants.context import tenant_context
@@ -34,10 +38,16 @@ def _live(tenant_id: int, *conditions: Any, **filters: Any) -> bool:
         return live.exists()
 
 
+def _has_live(tenant_id: int, fact: str, **filters: Any) -> bool:
+    from tenants.facts import tenant_fact
+
+    return tenant_fact(f"journeys.{fact}", tenant_id, lambda: _live(tenant_id, **filters))
+
+
 def _events(sender: Any, *, tenant_id: int, event_ids: list[int], **kwargs: Any) -> None:
     from journeys.tasks import on_events
 
-    if _live(tenant_id):  # a goal, an event trigger or a wait for an event: any live journey may
+    if _has_live(tenant_id, "live"):  # a goal, an event trigger or a wait for an event: any live journey may
         for start in range(0, len(event_ids), 5_000):
             on_events.delay(tenant_id, event_ids[start : start + 5_000])
 
@@ -46,7 +56,7 @@ def _stages(sender: Any, *, tenant_id: int, changes: list[list[Any]], **kwargs: 
     from journeys.models import Journey
     from journeys.tasks import on_stage_changes
 
-    if _live(tenant_id, trigger=Journey.Trigger.STAGE_CHANGED):
+    if _has_live(tenant_id, "live_stage_trigger", trigger=Journey.Trigger.STAGE_CHANGED):
         for start in range(0, len(changes), 5_000):
             on_stage_changes.delay(tenant_id, changes[start : start + 5_000])
 
@@ -63,7 +73,7 @@ def _segments(sender: Any, *, tenant_id: int, segment_ids: list[int], occurred_a
 def _contacts(sender: Any, *, tenant_id: int, contact_ids: list[int], **kwargs: Any) -> None:
     from journeys.tasks import on_contacts_changed
 
-    if _live(tenant_id, exit_on_consent_withdrawn__gt=""):
+    if _has_live(tenant_id, "live_consent_exit", exit_on_consent_withdrawn__gt=""):
         on_contacts_changed.delay(tenant_id, contact_ids)
 
 

@@ -22,6 +22,9 @@ class PersonalizationConfig(AppConfig):
         # Cache invalidation (not business logic) also for saves that bypass the services (the admin, a shell).
         from django.db.models.signals import post_delete, post_save
 
+        from tenants.facts import watch
+
+        watch(self.get_model("SlotVariant"))  # the "stage variants" fact (personalization/versions.py)
         for model in ("SiteKey", "Slot", "SlotVariant"):
             sender = self.get_model(model)
             post_save.connect(_config_saved, sender=sender, dispatch_uid=f"personalization.{model}.saved")

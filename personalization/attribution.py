@@ -33,9 +33,11 @@ from contacts.models import Event
 from journeys.models import Journey
 from personalization.models import SlotClick, SlotDailyStats
 from personalization.services import SlotFigures, slot_stats_add
+from tenants.facts import tenant_fact
 from tenants.models import Tenant
 
 logger = logging.getLogger(__name__)
+SLOT_CLICKS_FACT = "personalization.slot_clicks"
 
 # The campaigns' default attribution window (Campaign.attribution_window_hours).
 ATTRIBUTION_WINDOW = dt.timedelta(hours=120)
@@ -63,8 +65,15 @@ def conversion_event_names(*, tenant: Tenant) -> list[str]:
 
 
 def has_slot_clicks(tenant_id: int) -> bool:
-    """Whether attribution has anything to credit to slots (one indexed query)."""
-    return SlotClick.objects.filter(tenant_id=tenant_id).exists()
+    """Whether attribution has anything to credit to slots: a fact of the tenant (tenants/facts.py), made
+    stale by the tenant's first click (slot_click_record)."""
+    from tenants.context import tenant_context
+
+    def query() -> bool:
+        with tenant_context(tenant_id):
+            return SlotClick.objects.filter(tenant_id=tenant_id).exists()
+
+    return tenant_fact(SLOT_CLICKS_FACT, tenant_id, query)
 
 
 def _day_bounds(day: dt.date) -> tuple[dt.datetime, dt.datetime]:

@@ -45,6 +45,7 @@ from personalization.models import (
 )
 from segments.models import Segment
 from tenants.audit import Actor, audit
+from tenants.facts import facts_changed
 from tenants.models import Tenant
 
 MAX_ORIGINS = 20
@@ -404,7 +405,11 @@ def slot_click_record(
     *, tenant_id: int, slot: Slot, variant: SlotVariant | None, visitor: Visitor | None, now: dt.datetime | None = None
 ) -> SlotClick:
     """Record a click on a slot's call to action: a SlotClick row (for attribution) and the day's count."""
+    from personalization.attribution import has_slot_clicks
+
     now = now or timezone.now()
+    if not has_slot_clicks(tenant_id):  # the tenant's first click: attribution has something to credit now
+        facts_changed(tenant_id)
     click = SlotClick.objects.create(
         tenant_id=tenant_id,
         slot=slot,

@@ -178,12 +178,20 @@ def on_stages_changed(*, tenant_id: int, changes: list[list[Any]]) -> None:
     """Contacts changed lifecycle stage (committed): stale their visitors' decisions if stages are targeted."""
     from personalization.models import SlotVariant
     from tenants.context import tenant_context
+    from tenants.facts import tenant_fact
 
     if not enabled():
         return
+
+    def stage_variants() -> bool:
+        with tenant_context(tenant_id):
+            return SlotVariant.objects.filter(
+                tenant_id=tenant_id, active=True, target=SlotVariant.Target.STAGE
+            ).exists()
+
+    if not tenant_fact("personalization.stage_variants", tenant_id, stage_variants):  # tenants/facts.py
+        return
     with tenant_context(tenant_id):
-        if not SlotVariant.objects.filter(tenant_id=tenant_id, active=True, target=SlotVariant.Target.STAGE).exists():
-            return
         visitors = _visitors_of(tenant_id, sorted({int(contact_id) for contact_id, _stage in changes}))
     if visitors is None:
         membership_epoch_changed(tenant_id)

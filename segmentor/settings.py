@@ -306,6 +306,9 @@ INVITATION_MAX_AGE_DAYS = 7
 # Outbound HTTP (webhooks, SMS, push) and a tenant's own SMTP server refuse private addresses; these host:port pairs, as
 # written in the URL (e.g. 127.0.0.1:8025), are exempt. For tests and local development only.
 OUTBOUND_HTTP_ALLOWED_HOSTS = env.list("OUTBOUND_HTTP_ALLOWED_HOSTS", default=[])
+# Facts about a tenant's set-up that every write's listeners ask (tenants/facts.py), cached only in a
+# cache every process shares.
+TENANT_FACTS_CACHE = env.bool("TENANT_FACTS_CACHE", default="locmem" not in CACHES["default"]["BACKEND"].lower())
 # Website personalisation (personalization/, docs/personalization.md): decisions are cached only in a
 # cache every web process shares (Redis), since a change must reach all of them; requests per site key
 # and per visitor; the demo shop page at /demo/shop/ (on with DEBUG).

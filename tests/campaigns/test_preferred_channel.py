@@ -198,7 +198,8 @@ def test_sent_end_to_end_each_channel_through_its_provider_and_counted_by_channe
     campaign = preferred_campaign(shop, ["email", "sms"])
     with django_capture_on_commit_callbacks(execute=False) as queued:
         run = services.campaign_send_now(campaign=campaign, actor=ACTOR)
-    assert len(queued) == 2  # the campaign's run and its SMS sibling's
+    sends = [c for c in queued if "send" in getattr(c, "__qualname__", "")]  # not the facts' token (a partial)
+    assert len(sends) == 2  # the campaign's run and its SMS sibling's
     rows = deliveries_of(run)
     sibling_run = CampaignRun.objects.get(parent=run)
     send_run(shop["tenant"].pk, run.pk)
