@@ -25,6 +25,7 @@ def _events(sender: Any, *, tenant_id: int, event_ids: list[int], **kwargs: Any)
     from analytics.tasks import attribute
     from campaigns.models import Campaign
     from personalization.attribution import has_slot_clicks
+    from segmentor.celery import hand_over
     from tenants.context import tenant_context
     from tenants.facts import tenant_fact
 
@@ -36,7 +37,7 @@ def _events(sender: Any, *, tenant_id: int, event_ids: list[int], **kwargs: Any)
     if not tenant_fact("analytics.campaign_goals", tenant_id, goals) and not has_slot_clicks(tenant_id):
         return
     for start in range(0, len(event_ids), 5_000):
-        attribute.delay(tenant_id, event_ids[start : start + 5_000])
+        hand_over(attribute, tenant_id, event_ids[start : start + 5_000])
 
 
 def _unsubscribed(sender: Any, *, tenant_id: int, contact_id: int, campaign_id: int, **kwargs: Any) -> None:

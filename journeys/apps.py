@@ -46,35 +46,39 @@ def _has_live(tenant_id: int, fact: str, **filters: Any) -> bool:
 
 def _events(sender: Any, *, tenant_id: int, event_ids: list[int], **kwargs: Any) -> None:
     from journeys.tasks import on_events
+    from segmentor.celery import hand_over
 
     if _has_live(tenant_id, "live"):  # a goal, an event trigger or a wait for an event: any live journey may
         for start in range(0, len(event_ids), 5_000):
-            on_events.delay(tenant_id, event_ids[start : start + 5_000])
+            hand_over(on_events, tenant_id, event_ids[start : start + 5_000])
 
 
 def _stages(sender: Any, *, tenant_id: int, changes: list[list[Any]], **kwargs: Any) -> None:
     from journeys.models import Journey
     from journeys.tasks import on_stage_changes
+    from segmentor.celery import hand_over
 
     if _has_live(tenant_id, "live_stage_trigger", trigger=Journey.Trigger.STAGE_CHANGED):
         for start in range(0, len(changes), 5_000):
-            on_stage_changes.delay(tenant_id, changes[start : start + 5_000])
+            hand_over(on_stage_changes, tenant_id, changes[start : start + 5_000])
 
 
 def _segments(sender: Any, *, tenant_id: int, segment_ids: list[int], occurred_at: Any, **kwargs: Any) -> None:
     from django.db.models import Q
 
     from journeys.tasks import on_segment_changes
+    from segmentor.celery import hand_over
 
     if _live(tenant_id, Q(trigger_segment_id__in=segment_ids) | Q(exit_segment_id__in=segment_ids)):
-        on_segment_changes.delay(tenant_id, segment_ids, occurred_at.isoformat())
+        hand_over(on_segment_changes, tenant_id, segment_ids, occurred_at.isoformat())
 
 
 def _contacts(sender: Any, *, tenant_id: int, contact_ids: list[int], **kwargs: Any) -> None:
     from journeys.tasks import on_contacts_changed
+    from segmentor.celery import hand_over
 
     if _has_live(tenant_id, "live_consent_exit", exit_on_consent_withdrawn__gt=""):
-        on_contacts_changed.delay(tenant_id, contact_ids)
+        hand_over(on_contacts_changed, tenant_id, contact_ids)
 
 
 def _erasing(sender: Any, *, tenant_id: int, contact_id: int, **kwargs: Any) -> None:

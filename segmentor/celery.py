@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from celery import Celery
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "segmentor.settings")
 
@@ -51,3 +54,29 @@ def fan_out(task: Any) -> int:
     for tenant_id in ids:
         task.delay(tenant_id)
     return len(ids)
+
+
+# After a web process found the broker away, its after-commit listeners fail at once for a while (and
+# are kept for the sweep: contacts.signals) instead of each waiting for Celery's publish retries again.
+BROKER_BACKOFF_SECONDS = 10.0
+_broker_down_until = 0.0
+
+
+class BrokerUnavailable(OperationalError):
+    """The broker could not be reached a moment ago: nothing was tried."""
+
+
+def hand_over(task: Any, *args: Any, **options: Any) -> Any:
+    """Queue ``task`` from a listener that runs after a write committed.
+
+    Fails at once (``BrokerUnavailable``) for ``BROKER_BACKOFF_SECONDS`` after the broker could not be
+    reached, so that a write made during an outage answers without waiting for every listener's
+    publish retries; the listener is kept and run again by the sweep."""
+    global _broker_down_until
+    if time.monotonic() < _broker_down_until:
+        raise BrokerUnavailable("The broker could not be reached a moment ago.")
+    try:
+        return task.apply_async(args, **options)
+    except (OperationalError, RedisError, OSError):
+        _broker_down_until = time.monotonic() + BROKER_BACKOFF_SECONDS
+        raise

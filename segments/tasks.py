@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.utils import timezone
 
 from contacts.summaries import event_summaries_refresh, tenants_with_stale_summaries
-from segmentor.celery import app, fan_out, tenant_task
+from segmentor.celery import app, fan_out, hand_over, tenant_task
 from segments.models import Segment, SegmentSize
 from segments.services import rfm_recompute, segment_refresh, segments_evaluate_contacts, segments_refresh_due
 from tenants.models import Tenant
@@ -90,4 +90,4 @@ def queue_evaluation(tenant_id: int, contact_ids: list[int]) -> None:
     """Queue real-time evaluation in batches (called after the write commits)."""
     ids = sorted(set(contact_ids))
     for start in range(0, len(ids), REALTIME_BATCH):
-        evaluate_contacts.delay(tenant_id, ids[start : start + REALTIME_BATCH])
+        hand_over(evaluate_contacts, tenant_id, ids[start : start + REALTIME_BATCH])

@@ -76,3 +76,29 @@ def test_a_listeners_own_bug_is_logged_not_kept(world: World, flaky, django_capt
     with tenant_context(world.tenant_a.id):
         assert not PendingAnnouncement.objects.exists()
     assert "a bug, not an outage" in caplog.text
+
+
+def test_after_the_broker_was_found_away_listeners_fail_at_once_for_a_while(world: World, monkeypatch):
+    """A write during an outage answers without waiting for every listener's publish retries: after one
+    hand-over could not reach the broker, the next ones fail at once (and are kept) until the backoff ends."""
+    import time
+
+    from celery import current_app
+    from kombu.exceptions import OperationalError
+
+    from segmentor import celery as segmentor_celery
+    from segmentor.celery import BrokerUnavailable, hand_over
+    from segments.tasks import evaluate_contacts
+
+    monkeypatch.setattr(segmentor_celery, "_broker_down_until", 0.0)
+    nowhere = current_app.connection_for_write("redis://127.0.0.1:9/0")  # nothing listens on port 9
+    with pytest.raises(OperationalError):
+        hand_over(evaluate_contacts, world.tenant_a.id, [1], connection=nowhere, retry=False)
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable):
+        hand_over(evaluate_contacts, world.tenant_a.id, [1])  # the real broker is up, but not tried
+    assert time.monotonic() - started < 0.05
+    monkeypatch.setattr(segmentor_celery, "_broker_down_until", time.monotonic() - 1)  # the backoff is over
+    with pytest.raises(OperationalError) as tried:  # tried again (nothing queued on the real broker here)
+        hand_over(evaluate_contacts, world.tenant_a.id, [1], connection=nowhere, retry=False)
+    assert not isinstance(tried.value, BrokerUnavailable)

@@ -190,7 +190,7 @@ def test_new_events_queue_attribution_for_a_workspace_with_slot_clicks_and_no_ca
 ):
     """The analytics receiver used to stop when no campaign had a goal; slot clicks now keep it going."""
     queued: list[tuple[int, list[int]]] = []
-    monkeypatch.setattr("analytics.tasks.attribute.delay", lambda tenant_id, ids: queued.append((tenant_id, ids)))
+    monkeypatch.setattr("analytics.tasks.attribute.apply_async", lambda args, **options: queued.append(tuple(args)))
     analytics_apps._events(None, tenant_id=world.tenant_a.pk, event_ids=[1, 2])
     assert queued == [], "no goal, no click: nothing to credit"
     kay = person(world.tenant_a, "kay@example.com")
