@@ -38,9 +38,8 @@ from django.db.models import F
 from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.module_loading import import_string
-from kombu.exceptions import OperationalError as BrokerError
-from redis.exceptions import RedisError
 
+from segmentor.celery import BROKER_ERRORS
 from tenants.context import platform_access, tenant_context
 
 logger = logging.getLogger(__name__)
@@ -55,32 +54,32 @@ contact_merging = Signal()
 AFTER_COMMIT = {"contacts_changed": contacts_changed, "events_recorded": events_recorded,
                 "lifecycle_changed": lifecycle_changed}  # fmt: skip
 # Failures worth running a listener again for: it could not hand its work over for now.
-PASSING = (BrokerError, RedisError, OSError, DatabaseError)
+PASSING = (*BROKER_ERRORS, DatabaseError)
 
 
 def contacts_touched(tenant_id: int, contact_ids: Iterable[int]) -> None:
     """Announce, once the current transaction commits, that these contacts changed."""
     ids = sorted({int(pk) for pk in contact_ids if pk is not None})
     if ids:
-        transaction.on_commit(lambda: _send(contacts_changed, tenant_id, contact_ids=ids))
+        transaction.on_commit(lambda: _send("contacts_changed", tenant_id, contact_ids=ids))
 
 
 def events_applied(tenant_id: int, event_ids: Iterable[int]) -> None:
     """Announce, once the current transaction commits, that these events were recorded and applied."""
     ids = sorted(int(pk) for pk in event_ids)
     if ids:
-        transaction.on_commit(lambda: _send(events_recorded, tenant_id, event_ids=ids))
+        transaction.on_commit(lambda: _send("events_recorded", tenant_id, event_ids=ids))
 
 
 def stages_changed(tenant_id: int, changes: Iterable[tuple[int, str]]) -> None:
     """Announce, once the current transaction commits, contacts' new lifecycle stages."""
     pairs = [[int(contact_id), stage] for contact_id, stage in changes]
     if pairs:
-        transaction.on_commit(lambda: _send(lifecycle_changed, tenant_id, changes=pairs))
+        transaction.on_commit(lambda: _send("lifecycle_changed", tenant_id, changes=pairs))
 
 
-def _send(signal: Signal, tenant_id: int, **kwargs: Any) -> None:
-    name = next(key for key, value in AFTER_COMMIT.items() if value is signal)
+def _send(name: str, tenant_id: int, **kwargs: Any) -> None:
+    signal = AFTER_COMMIT[name]
     failed: list[tuple[Any, BaseException]] = []
     try:
         with tenant_context(tenant_id), transaction.atomic():

@@ -60,6 +60,8 @@ def fan_out(task: Any) -> int:
 # are kept for the sweep: contacts.signals) instead of each waiting for Celery's publish retries again.
 BROKER_BACKOFF_SECONDS = 10.0
 _broker_down_until = 0.0
+# What a publish raises when the broker cannot be reached.
+BROKER_ERRORS = (OperationalError, RedisError, OSError)
 
 
 class BrokerUnavailable(OperationalError):
@@ -77,6 +79,6 @@ def hand_over(task: Any, *args: Any, **options: Any) -> Any:
         raise BrokerUnavailable("The broker could not be reached a moment ago.")
     try:
         return task.apply_async(args, **options)
-    except (OperationalError, RedisError, OSError):
+    except BROKER_ERRORS:
         _broker_down_until = time.monotonic() + BROKER_BACKOFF_SECONDS
         raise
